@@ -1,0 +1,93 @@
+"""Crop descriptions: a caption, structured attributes from the vocabulary, and the caption's
+SigLIP text embedding (the input of S_VLM).
+
+Two captioners, chosen by `captioner.kind`:
+- `siglip_zeroshot`: each attribute is the vocabulary value whose prompt scores highest against
+  the crop's SigLIP image embedding; the caption is `caption_template` filled with them.
+- `generative`: an image-to-text model (BLIP, Florence, ...) writes the caption; attributes are the
+  vocabulary values it names (`unknown` otherwise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from actors.embedder import SiglipModelWrapper
+from actors.rows import Batch, good_rows, objects, scatter
+from miner.config import CaptionerConfig, EmbedderConfig, StorageConfig
+from miner.models import load_pretrained, resolve, torch_device
+from miner.vocab import ATTRIBUTES, UNKNOWN, attributes_from_text, caption, prompts
+
+
+class ZeroShotTagger:
+    """Attributes by SigLIP zero-shot classification over the vocabulary prompts."""
+
+    def __init__(self, siglip: SiglipModelWrapper, vocab: dict[str, list[str]], templates: dict[str, str]):
+        self.vocab = vocab
+        self.prompt_embeddings = {attr: siglip.embed_texts(p) for attr, p in prompts(vocab, templates).items()}
+
+    def __call__(self, image_embeddings: np.ndarray) -> list[dict[str, str]]:
+        """image_embeddings: (n, dim) unit vectors -> n attribute dicts."""
+        best = {attr: (image_embeddings @ e.T).argmax(axis=1) for attr, e in self.prompt_embeddings.items()}
+        return [{attr: self.vocab[attr][best[attr][i]] for attr in ATTRIBUTES} for i in range(len(image_embeddings))]
+
+
+class GenerativeCaptioner:
+    """Free-text captions from an image-to-text model loaded with transformers' Auto classes."""
+
+    def __init__(self, cfg: CaptionerConfig, storage: StorageConfig):
+        spec = resolve("captioner", cfg.model, storage)
+        self.device = torch_device(cfg.device)
+        dtype = getattr(torch, cfg.gpu_dtype) if self.device.startswith("cuda") else torch.float32
+        self.processor = load_pretrained("captioner", AutoProcessor, spec)
+        self.model = load_pretrained("captioner", AutoModelForImageTextToText, spec, dtype=dtype)
+        self.model = self.model.to(self.device).eval()
+        self.dtype = dtype
+        self.prompt = cfg.generate_prompt
+        self.max_new_tokens = cfg.max_new_tokens
+
+    @torch.inference_mode()
+    def __call__(self, images: list[np.ndarray]) -> list[str]:
+        inputs = self.processor(
+            images=[Image.fromarray(i) for i in images], text=[self.prompt] * len(images), return_tensors="pt"
+        ).to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        tokens = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return [t.strip() for t in self.processor.batch_decode(tokens, skip_special_tokens=True)]
+
+
+class CropDescriber:
+    """Ray Data stage: adds `caption`, one column per attribute and `caption_embedding` (n, dim).
+
+    Needs the `embedding` column (zero-shot tagging reads it). A row with a non-empty `text`
+    column (a garment's catalogue text) uses that text as its caption when
+    `use_manifest_text` is set; its attributes still come from the image.
+    """
+
+    def __init__(self, cfg: CaptionerConfig, embedder: EmbedderConfig, storage: StorageConfig, vocab: dict):
+        self.cfg = cfg
+        self.vocab = vocab
+        self.siglip = SiglipModelWrapper(embedder, storage)
+        self.tagger = ZeroShotTagger(self.siglip, vocab, cfg.prompts)
+        self.generator = GenerativeCaptioner(cfg, storage) if cfg.kind == "generative" else None
+
+    def __call__(self, batch: Batch) -> Batch:
+        good = good_rows(batch)
+        if self.generator is not None:
+            captions = self.generator([c for c, ok in zip(batch["crop"], good) if ok])
+            attributes = [attributes_from_text(c, self.vocab) for c in captions]
+        else:
+            attributes = self.tagger(batch["embedding"][good])
+            captions = [caption(self.cfg.caption_template, a) for a in attributes]
+        if self.cfg.use_manifest_text and "text" in batch:
+            texts = [t for t, ok in zip(batch["text"], good) if ok]
+            captions = [t if isinstance(t, str) and t.strip() else c for t, c in zip(texts, captions)]
+        batch["caption"] = scatter(good, objects(captions), "")
+        for attr in ATTRIBUTES:
+            batch[attr] = scatter(good, objects([a[attr] for a in attributes]), UNKNOWN)
+        batch["caption_embedding"] = scatter(good, self.siglip.embed_texts(captions), 0.0)
+        return batch

@@ -1,0 +1,35 @@
+"""Read and decode images (a stateless CPU stage): adds `image`, `width`, `height`, `scale`,
+and the quarantine columns `reason` / `error`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actors.rows import Batch, objects
+from miner.config import DecodeConfig, StorageConfig
+from miner.images import NOT_FOUND, TOO_LARGE, UNREADABLE, Decoded, decode, failed
+from miner.schemas import ERROR, REASON
+from miner.storage import read_bytes
+
+
+def read_and_decode(uri: str, cfg: DecodeConfig, storage: StorageConfig) -> Decoded:
+    try:
+        data = read_bytes(uri, storage, cfg.max_bytes)
+    except FileNotFoundError:
+        return failed(NOT_FOUND, f"no file at {uri}")
+    except ValueError as exc:
+        return failed(TOO_LARGE, str(exc))
+    except OSError as exc:
+        return failed(UNREADABLE, f"{type(exc).__name__}: {exc}")
+    return decode(data, cfg)
+
+
+def decode_images(batch: Batch, cfg: DecodeConfig, storage: StorageConfig) -> Batch:
+    decoded = [read_and_decode(uri, cfg, storage) for uri in batch["uri"]]
+    batch["image"] = objects([d.pixels for d in decoded])
+    batch["width"] = np.array([d.width for d in decoded], np.int32)
+    batch["height"] = np.array([d.height for d in decoded], np.int32)
+    batch["scale"] = np.array([d.scale for d in decoded], np.float32)
+    batch[REASON] = np.array([d.reason for d in decoded], dtype=object)
+    batch[ERROR] = np.array([d.error for d in decoded], dtype=object)
+    return batch

@@ -1,0 +1,107 @@
+"""Scoring garments against the sharded crop index: best lookbook match per garment, with margin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actors.rows import Batch, good_rows, objects
+from miner import index as shard_index
+from miner.arrow import matrix
+from miner.schemas import ERROR, REASON
+from miner.config import IndexConfig, ScoringConfig, StorageConfig
+from miner.scoring import best_match, merge_topk
+from miner.storage import filesystem, join
+
+
+class ShardedSearcher:
+    """All shards of an index folder, loaded once: exact top-k across shards, and the payload
+    (crop ids, boxes, image and caption embeddings) of any global id."""
+
+    def __init__(self, index_dir: str, cfg: IndexConfig, storage: StorageConfig):
+        fs, path = filesystem(join(index_dir, shard_index.MANIFEST), storage)
+        with fs.open_input_stream(path) as f:
+            self.manifest = shard_index.IndexManifest.from_json(f.read().decode())
+        self.shards = []
+        payloads = []
+        for entry in self.manifest.shards:
+            fs, path = filesystem(join(index_dir, entry.index_file), storage)
+            with fs.open_input_stream(path) as f:
+                data = f.read()
+            index = shard_index.deserialize(data, entry.sha256, entry.index_file)
+            self.shards.append(shard_index.to_gpu_if_available(index, cfg.use_gpu))
+            fs, path = filesystem(join(index_dir, entry.payload_file), storage)
+            payloads.append(pq.read_table(path, filesystem=fs))
+        payload = pa.concat_tables(payloads) if payloads else None
+        self.id_start = np.array([e.id_start for e in self.manifest.shards], np.int64)
+        self.offsets = np.cumsum([0] + [e.rows for e in self.manifest.shards])[:-1]
+        # Every payload array ends with a sentinel row (None / zeros): row -1 means "no candidate".
+        self.crop_id = _with_sentinel(payload, "crop_id", None)
+        self.image_id = _with_sentinel(payload, "image_id", None)
+        self.box = _with_sentinel(payload, "box", None)
+        self.image = _vectors_with_sentinel(payload, "embedding", self.manifest.dim)
+        self.caption = _vectors_with_sentinel(payload, "caption_embedding", self.manifest.dim)
+        self.nprobe = cfg.nprobe
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """(n, k) global ids of the nearest crops by image cosine, -1 where fewer exist."""
+        if not self.shards:
+            return np.full((len(queries), k), -1, np.int64)
+        results = [shard_index.search(s, queries, k, self.nprobe) for s in self.shards]
+        return merge_topk([r[0] for r in results], [r[1] for r in results], k)[1]
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Payload row of each global id (shard offset + id - shard id_start); -1 for id -1."""
+        shard = np.maximum(np.searchsorted(self.id_start, ids, side="right") - 1, 0)
+        return np.where(ids >= 0, self.offsets[shard] + ids - self.id_start[shard], -1) if self.shards else ids
+
+
+def _with_sentinel(payload: pa.Table | None, column: str, fill) -> np.ndarray:
+    values = payload[column].to_pylist() if payload is not None else []
+    return objects([*values, fill])
+
+
+def _vectors_with_sentinel(payload: pa.Table | None, column: str, dim: int) -> np.ndarray:
+    vectors = matrix(payload[column]) if payload is not None else np.zeros((0, dim), np.float32)
+    return np.concatenate([vectors, np.zeros((1, dim), np.float32)])
+
+
+class GarmentScorer:
+    """Ray Data stage: garment rows (with `embedding`, `caption_embedding`) in, one scored row per
+    garment out: best crop, s_vlm, s_siglip, score, margin, n_candidates (SCORED schema plus the
+    quarantine columns)."""
+
+    def __init__(self, index_dir: str, cfg: ScoringConfig, index_cfg: IndexConfig, storage: StorageConfig):
+        self.searcher = ShardedSearcher(index_dir, index_cfg, storage)
+        self.cfg = cfg
+
+    def __call__(self, batch: Batch) -> Batch:
+        ids = self.searcher.search(batch["embedding"], self.cfg.top_k)
+        valid = (ids >= 0) & good_rows(batch)[:, None]
+        rows = self.searcher.rows(np.where(valid, ids, -1))
+        match = best_match(
+            batch["embedding"],
+            batch["caption_embedding"],
+            self.searcher.image[rows],
+            self.searcher.caption[rows],
+            valid,
+            self.cfg.lambda_vlm,
+            self.cfg.lambda_siglip,
+        )
+        best = np.where(match.index >= 0, rows[np.arange(len(rows)), np.maximum(match.index, 0)], -1)
+        return {
+            "garment_id": batch["image_id"],
+            "garment_uri": batch["uri"],
+            "garment_caption": batch["caption"],
+            "image_id": self.searcher.image_id[best],
+            "crop_id": self.searcher.crop_id[best],
+            "box": self.searcher.box[best],
+            "s_vlm": match.s_vlm,
+            "s_siglip": match.s_siglip,
+            "score": match.score,
+            "margin": match.margin,
+            "n_candidates": valid.sum(axis=1).astype(np.int32),
+            REASON: batch[REASON],
+            ERROR: batch[ERROR],
+        }

@@ -1,0 +1,29 @@
+"""Numpy batches <-> Arrow tables with explicit schemas (fixed-size lists for vectors and boxes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+def table(columns: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
+    """An Arrow table of exactly `schema` from numpy columns: (n, d) float arrays fill fixed-size
+    lists, object arrays hold strings or per-row vectors (None is null)."""
+    arrays = []
+    for field in schema:
+        values = columns[field.name]
+        if pa.types.is_fixed_size_list(field.type) and values.dtype != object:
+            flat = pa.array(np.asarray(values, np.float32).reshape(-1))
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
+        elif values.dtype == object:  # strings, or vectors that may be None
+            items = [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
+            arrays.append(pa.array(items, type=field.type))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """(n, d) float32 from a fixed-size-list column of length n."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)

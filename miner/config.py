@@ -1,0 +1,202 @@
+"""Typed configuration: `conf/*.yaml` merged over these dataclasses, then command-line overrides.
+
+Resolve once on the driver with `load_config`; pass the plain dataclasses (not DictConfigs)
+to tasks and actors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import MISSING, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DEFAULT_FILES = ("mine.yaml",)
+VOCAB_FILE = "vocab.yaml"
+
+
+@dataclass
+class ModelSpec:
+    """Where a model's weights come from.
+
+    `spec` is a Hugging Face id (`org/name`), a local file or folder, an `s3://bucket/prefix`
+    folder, or `pkg://python_package/relative/path` for weights shipped inside a wheel.
+    `sha256` pins a single weights file; it is required for pickled checkpoints (`.pt`).
+    """
+
+    spec: str = MISSING
+    sha256: str | None = None
+    note: str = ""
+
+
+@dataclass
+class PoolConfig:
+    """Scheduling of one Ray Data stage: an autoscaling actor pool of `min_size..max_size`."""
+
+    min_size: int = 1
+    max_size: int = 1
+    batch_size: int = 16
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class StorageConfig:
+    """Filesystem settings for `s3://` URIs (credentials come from the standard AWS chain)."""
+
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    model_cache: str = "~/.cache/lookbook-miner/models"
+
+
+@dataclass
+class DecodeConfig:
+    """Image read and decode limits, applied before and during decoding."""
+
+    max_bytes: int = 50_000_000
+    max_pixels: int = 89_478_485
+    min_side: int = 32
+    max_side: int = 1280
+    formats: list[str] = field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
+    batch_size: int = 16
+    num_cpus: float = 1.0
+
+
+@dataclass
+class DetectorConfig:
+    """Garment-region detection: boxes with score >= `min_score`, at most `max_crops` per image."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    image_size: int = 640
+    min_score: float = 0.25
+    classes: list[int] | None = None
+    max_crops: int = 4
+    min_box_side: int = 24
+    box_padding: float = 0.05
+    crop_max_side: int = 384
+    no_detection: str = "whole_image"
+    device: str = "auto"
+    half: bool = True
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class EmbedderConfig:
+    """SigLIP image and text towers; outputs are L2-normalised float32 vectors."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    device: str = "auto"
+    gpu_dtype: str = "bfloat16"
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class CaptionerConfig:
+    """Crop description: `siglip_zeroshot` (SigLIP text tower over prompts) or `generative`."""
+
+    kind: str = "siglip_zeroshot"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    prompts: dict[str, str] = field(default_factory=dict)
+    caption_template: str = MISSING
+    generate_prompt: str = "a photo of"
+    max_new_tokens: int = 30
+    use_manifest_text: bool = True
+    device: str = "auto"
+    gpu_dtype: str = "bfloat16"
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class IndexConfig:
+    """FAISS index over crop image embeddings, inner product on unit vectors (= cosine)."""
+
+    shards: int = 4
+    factory: str = "Flat"
+    train_sample: int = 100_000
+    nprobe: int = 16
+    use_gpu: str = "auto"
+
+
+@dataclass
+class TierConfig:
+    """`threshold`: score >= thresholds[tier]; `count`: the top counts[tier] garments by score."""
+
+    mode: str = "threshold"
+    thresholds: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    histogram_bins: int = 4096
+
+
+@dataclass
+class ScoringConfig:
+    """S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP over the top_k candidates of each shard."""
+
+    lambda_vlm: float = 0.5
+    lambda_siglip: float = 0.5
+    top_k: int = 20
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class MineConfig:
+    """The whole mining job."""
+
+    lookbook: str = MISSING
+    garments: str = MISSING
+    output: str = MISSING
+    ray_address: str | None = None
+    progress: bool = True
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    tiers: TierConfig = field(default_factory=TierConfig)
+
+
+def load_config(args: list[str] | tuple[str, ...] = ()) -> MineConfig:
+    """Merge the defaults in `conf/`, then every `*.yaml` argument in order, then `key=value` overrides."""
+    files = [a for a in args if a.endswith((".yaml", ".yml")) and "=" not in a]
+    dotlist = [a for a in args if a not in files]
+    merged = OmegaConf.merge(
+        OmegaConf.structured(MineConfig),
+        *(OmegaConf.load(CONF_DIR / name) for name in DEFAULT_FILES),
+        {"vocab": OmegaConf.load(CONF_DIR / VOCAB_FILE)},
+        *(OmegaConf.load(path) for path in files),
+        OmegaConf.from_dotlist(dotlist),
+    )
+    cfg: MineConfig = OmegaConf.to_object(merged)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: MineConfig) -> None:
+    """Raise ValueError for settings that would only fail deep inside a running job."""
+    if cfg.tiers.mode not in ("threshold", "count"):
+        raise ValueError(f"tiers.mode must be 'threshold' or 'count', got {cfg.tiers.mode!r}")
+    for name, table in (("thresholds", cfg.tiers.thresholds), ("counts", cfg.tiers.counts)):
+        if set(table) != {"high", "mid", "low"}:
+            raise ValueError(f"tiers.{name} must name exactly high, mid and low, got {sorted(table)}")
+    if cfg.captioner.kind not in ("siglip_zeroshot", "generative"):
+        raise ValueError(f"captioner.kind must be 'siglip_zeroshot' or 'generative', got {cfg.captioner.kind!r}")
+    if cfg.detector.no_detection not in ("whole_image", "skip"):
+        raise ValueError(f"detector.no_detection must be 'whole_image' or 'skip', got {cfg.detector.no_detection!r}")
+    if missing := set(cfg.vocab) - set(cfg.captioner.prompts):
+        raise ValueError(f"captioner.prompts has no prompt for attributes {sorted(missing)}")
+    if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
+        raise ValueError("index.shards and scoring.top_k must be >= 1")
+
+
+def to_yaml(cfg: MineConfig) -> str:
+    """The fully resolved configuration as YAML (what `summary.json` and the config hash describe)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
+
+
+def config_hash(cfg: MineConfig) -> str:
+    """sha256 (first 16 hex digits) of the resolved configuration; identifies a run's settings."""
+    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:16]

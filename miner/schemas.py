@@ -1,0 +1,66 @@
+"""Column names and Arrow schemas of every table the job writes."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from miner.vocab import ATTRIBUTES
+
+REASON = "reason"  # internal column: "" for a good row, else a quarantine reason code
+ERROR = "error"  # internal column: the error message behind `reason`
+
+BOX = pa.list_(pa.float32(), 4)  # [x0, y0, x1, y1] in pixels of the original image
+
+GARMENTS_MANIFEST = pa.schema([("garment_id", pa.string()), ("uri", pa.string()), ("text", pa.string())])
+LOOKBOOK_MANIFEST = pa.schema([("image_id", pa.string()), ("uri", pa.string())])
+
+QUARANTINE = pa.schema(
+    [
+        ("id", pa.string()),
+        ("uri", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+def embedding(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+def crops(dim: int) -> pa.Schema:
+    """One row per detected crop of a lookbook image."""
+    return pa.schema(
+        [
+            ("crop_id", pa.string()),
+            ("image_id", pa.string()),
+            ("uri", pa.string()),
+            ("box", BOX),
+            ("det_score", pa.float32()),
+            ("det_class", pa.int32()),
+            ("caption", pa.string()),
+            *((name, pa.string()) for name in ATTRIBUTES),
+            ("embedding", embedding(dim)),
+            ("caption_embedding", embedding(dim)),
+        ]
+    )
+
+
+SCORED = pa.schema(
+    [
+        ("garment_id", pa.string()),
+        ("garment_uri", pa.string()),
+        ("garment_caption", pa.string()),
+        ("image_id", pa.string()),
+        ("crop_id", pa.string()),
+        ("box", BOX),
+        ("s_vlm", pa.float32()),
+        ("s_siglip", pa.float32()),
+        ("score", pa.float32()),
+        ("margin", pa.float32()),
+        ("n_candidates", pa.int32()),
+    ]
+)
+
+PAIRS = SCORED.append(pa.field("tier", pa.string()))

@@ -1,0 +1,74 @@
+"""Garment-to-crop scoring: S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP, best match and margin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NO_CANDIDATE = -1
+
+
+@dataclass(frozen=True)
+class BestMatch:
+    """Per garment (shape (b,)): index of the best candidate (NO_CANDIDATE when none), its scores,
+    and `margin` = best score minus runner-up score (NaN with fewer than two candidates)."""
+
+    index: np.ndarray
+    s_vlm: np.ndarray
+    s_siglip: np.ndarray
+    score: np.ndarray
+    margin: np.ndarray
+
+
+def merge_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of the union of per-shard results, by score descending, ties by id ascending.
+
+    scores[i], ids[i]: (b, k_i) from shard i; missing results have id -1 and are ranked last.
+    Returns (b, k) scores and ids, padded with (-inf, -1) where fewer than k exist.
+    """
+    all_scores = np.concatenate(scores, axis=1).astype(np.float32)
+    all_ids = np.concatenate(ids, axis=1).astype(np.int64)
+    all_scores = np.where(all_ids < 0, -np.inf, all_scores)
+    tie_key = np.where(all_ids < 0, np.iinfo(np.int64).max, all_ids)
+    order = np.lexsort((tie_key, -all_scores), axis=1)[:, :k]
+    top_scores = np.take_along_axis(all_scores, order, axis=1)
+    top_ids = np.take_along_axis(all_ids, order, axis=1)
+    if top_ids.shape[1] < k:
+        pad = k - top_ids.shape[1]
+        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
+    return top_scores, top_ids
+
+
+def best_match(
+    garment_image: np.ndarray,
+    garment_caption: np.ndarray,
+    candidate_image: np.ndarray,
+    candidate_caption: np.ndarray,
+    valid: np.ndarray,
+    lambda_vlm: float,
+    lambda_siglip: float,
+) -> BestMatch:
+    """Score every candidate of every garment and keep the best.
+
+    garment_*: (b, d) unit vectors; candidate_*: (b, k, d) unit vectors; valid: (b, k) bool, k >= 1.
+    S_VLM and S_SigLIP are cosines in [-1, 1]; ties go to the lower candidate index.
+    """
+    s_vlm = np.einsum("bd,bkd->bk", garment_caption, candidate_caption, dtype=np.float32)
+    s_siglip = np.einsum("bd,bkd->bk", garment_image, candidate_image, dtype=np.float32)
+    score = np.where(valid, lambda_vlm * s_vlm + lambda_siglip * s_siglip, -np.inf).astype(np.float32)
+    order = np.argsort(-score, axis=1, kind="stable")
+    rows = np.arange(len(score))
+    best = order[:, 0]
+    has_best = valid[rows, best]
+    best_score = score[rows, best]
+    runner_up = score[rows, order[:, 1]] if score.shape[1] > 1 else np.full(len(score), -np.inf, np.float32)
+    nan = np.float32(np.nan)
+    return BestMatch(
+        index=np.where(has_best, best, NO_CANDIDATE),
+        s_vlm=np.where(has_best, s_vlm[rows, best], nan),
+        s_siglip=np.where(has_best, s_siglip[rows, best], nan),
+        score=np.where(has_best, best_score, nan),
+        margin=np.where(valid.sum(axis=1) >= 2, best_score - runner_up, nan).astype(np.float32),
+    )

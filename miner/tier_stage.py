@@ -1,0 +1,73 @@
+"""Tiering stage over the scored garments, streamed with Ray Data.
+
+Threshold mode is one map. Count mode is exact without gathering all scores anywhere:
+pass 1 sums per-batch histograms of the scores; pass 2 gathers only the (score, garment_id)
+pairs inside the few bins that hold a tier boundary; the cutoffs then tier every row in a map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ray.data import Dataset
+
+from miner import tiering
+from miner.config import ScoringConfig, TierConfig
+
+
+def score_range(scoring: ScoringConfig) -> tuple[float, float]:
+    """Every score lies in [-w, w], w = |lambda_vlm| + |lambda_siglip| (cosines lie in [-1, 1])."""
+    width = abs(scoring.lambda_vlm) + abs(scoring.lambda_siglip)
+    return -width, width
+
+
+def _bins(batch: dict, cfg: TierConfig, scoring: ScoringConfig) -> np.ndarray:
+    scores = batch["score"].astype(np.float64)
+    return tiering.score_bins(np.nan_to_num(scores, nan=0.0), *score_range(scoring), cfg.histogram_bins)
+
+
+def _histogram(batch: dict, cfg: TierConfig, scoring: ScoringConfig) -> dict:
+    scored = ~np.isnan(batch["score"])
+    counts = np.bincount(_bins(batch, cfg, scoring)[scored], minlength=cfg.histogram_bins)
+    return {"histogram": counts[None, :]}
+
+
+def _in_bins(batch: dict, wanted: list[int], cfg: TierConfig, scoring: ScoringConfig) -> dict:
+    bins = _bins(batch, cfg, scoring)
+    keep = ~np.isnan(batch["score"]) & np.isin(bins, wanted)
+    return {"bin": bins[keep], "score": batch["score"][keep], "garment_id": batch["garment_id"][keep]}
+
+
+def count_cutoffs(scored: Dataset, cfg: TierConfig, scoring: ScoringConfig) -> list[tiering.Cutoff | None]:
+    """The exact (score, garment_id) cutoff of each tier in count mode (None: tier not full)."""
+    columns = scored.select_columns(["garment_id", "score"])
+    histogram = np.zeros(cfg.histogram_bins, np.int64)
+    for batch in columns.map_batches(_histogram, fn_kwargs={"cfg": cfg, "scoring": scoring}).iter_batches():
+        histogram += batch["histogram"].sum(axis=0)
+    ranks = tiering.cumulative_ranks(cfg.counts)
+    bins = tiering.boundary_bins(histogram, ranks)
+    wanted = sorted({b for b in bins if b is not None})
+    gathered = {"bin": [], "score": [], "garment_id": []}
+    if wanted:
+        kwargs = {"wanted": wanted, "cfg": cfg, "scoring": scoring}
+        for batch in columns.map_batches(_in_bins, fn_kwargs=kwargs).iter_batches():
+            for key in gathered:
+                gathered[key].extend(batch[key].tolist())
+    in_bin = {key: np.asarray(values, dtype=object if key == "garment_id" else None) for key, values in gathered.items()}
+    cutoffs = []
+    for rank, b in zip(ranks, bins):
+        if b is None:
+            cutoffs.append(None)
+            continue
+        mask = in_bin["bin"] == b
+        above = int(histogram[b + 1 :].sum())
+        cutoffs.append(tiering.cutoff_in_bin(in_bin["score"][mask], in_bin["garment_id"][mask], above, rank))
+    return cutoffs
+
+
+def assign(batch: dict, cfg: TierConfig, cutoffs: list[tiering.Cutoff | None] | None) -> dict:
+    """Adds `tier` to scored rows: by thresholds, or by count-mode cutoffs when given."""
+    if cutoffs is None:
+        batch["tier"] = tiering.by_threshold(batch["score"], cfg.thresholds)
+    else:
+        batch["tier"] = tiering.by_cutoffs(batch["score"], batch["garment_id"], cutoffs)
+    return batch

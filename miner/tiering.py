@@ -1,0 +1,67 @@
+"""Confidence tiers: by score thresholds, or exactly the top-N garments by score (two-pass, streaming).
+
+Count mode ranks garments by (score descending, garment_id ascending), so ties are broken
+deterministically and the tiers hold exactly `counts[tier]` garments when enough are matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+TIERS = ("high", "mid", "low")
+UNMATCHED = "unmatched"
+
+Cutoff = tuple[float, str]  # the (score, garment_id) of the last garment inside a tier
+
+
+def by_threshold(scores: np.ndarray, thresholds: Mapping[str, float]) -> np.ndarray:
+    """Tier per score: the first of high/mid/low whose threshold the score reaches, else
+    `unmatched` (NaN scores, i.e. garments without a candidate, are unmatched). (n,) object."""
+    tiers = np.full(len(scores), UNMATCHED, dtype=object)
+    for tier in reversed(TIERS):
+        tiers[scores >= thresholds[tier]] = tier
+    return tiers
+
+
+def cumulative_ranks(counts: Mapping[str, int]) -> list[int]:
+    """The 1-based rank of the last garment of each tier: high, high+mid, high+mid+low."""
+    return np.cumsum([counts[tier] for tier in TIERS]).tolist()
+
+
+def boundary_bins(histogram: np.ndarray, ranks: Sequence[int]) -> list[int | None]:
+    """For each 1-based rank (counted from the highest score), the histogram bin that holds it;
+    None where fewer garments than `rank` have a score. histogram: (bins,) counts, low bin first."""
+    from_top = np.cumsum(histogram[::-1])
+    total = int(from_top[-1]) if len(from_top) else 0
+    return [len(histogram) - 1 - int(np.searchsorted(from_top, r)) if r <= total else None for r in ranks]
+
+
+def cutoff_in_bin(scores: np.ndarray, ids: np.ndarray, above: int, rank: int) -> Cutoff:
+    """The cutoff of the garment at 1-based `rank`, given the scores and ids of every garment in
+    its bin and the number `above` of garments in higher bins."""
+    order = np.lexsort((ids, -scores))
+    position = order[rank - above - 1]
+    return float(scores[position]), str(ids[position])
+
+
+def by_cutoffs(scores: np.ndarray, ids: np.ndarray, cutoffs: Sequence[Cutoff | None]) -> np.ndarray:
+    """Tier per garment: inside high if (score, -id) >= high's cutoff, and so on; a None cutoff
+    means the tier is not full, so every scored garment not in a higher tier belongs to it."""
+    tiers = np.full(len(scores), UNMATCHED, dtype=object)
+    scored = ~np.isnan(scores)
+    for tier, cutoff in reversed(list(zip(TIERS, cutoffs))):
+        if cutoff is None:
+            inside = scored
+        else:
+            score, garment_id = cutoff
+            inside = scored & ((scores > score) | ((scores == score) & (ids <= garment_id)))
+        tiers[inside] = tier
+    return tiers
+
+
+def score_bins(scores: np.ndarray, low: float, high: float, bins: int) -> np.ndarray:
+    """Histogram bin of each score over [low, high] in `bins` equal bins (clipped at both ends). (n,) int64."""
+    position = np.floor((scores.astype(np.float64) - low) / (high - low) * bins)
+    return np.clip(position, 0, bins - 1).astype(np.int64)
