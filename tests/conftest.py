@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny offline models, a small synthetic sample, one local Ray instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from jobs.make_tiny_models import vocabulary_words
+from miner.config import CONF_DIR, VOCAB_FILE
+from miner.synthetic import make_sample
+from miner.tiny_models import build_tiny_blip, build_tiny_siglip
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def vocab() -> dict[str, list[str]]:
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / VOCAB_FILE))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, vocab) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    words = vocabulary_words(vocab)
+    return {"siglip": build_tiny_siglip(root / "siglip", words), "blip": build_tiny_blip(root / "blip", words)}
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory, vocab):
+    return make_sample(tmp_path_factory.mktemp("sample"), n_garments=8, n_scenes=24, seed=1, vocab=vocab)
+
+
+@pytest.fixture(scope="session")
+def model_overrides(tiny_models) -> list[str]:
+    """Command-line overrides that point the demo config at the session's tiny models."""
+    return [
+        str(CONF_DIR / "demo.yaml"),
+        f"embedder.model.spec={tiny_models['siglip']}",
+        f"captioner.model.spec={tiny_models['blip']}",
+        "progress=false",
+    ]
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 1024**2, log_to_driver=False)
+    yield ray
+    ray.shutdown()

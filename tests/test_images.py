@@ -1,0 +1,164 @@
+"""Pure tests for miner/images.py `decode`: every failure is a reason code, never an exception."""
+
+import io
+import resource
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from miner import images
+from miner.config import DecodeConfig
+from miner.images import decode
+
+LIMITS = DecodeConfig(max_side=200, min_side=32)
+
+
+def _encode(pixels: np.ndarray, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _halves(width: int, height: int) -> np.ndarray:
+    """Left half red, right half blue."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, : width // 2] = (255, 0, 0)
+    pixels[:, width // 2 :] = (0, 0, 255)
+    return pixels
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares width x height 8-bit RGB pixels, followed by one small IDAT."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" + b"\x00" * 3 * 16)  # one filter byte + a few pixels of row 0
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _assert_failed(result: images.Decoded, reason: str) -> None:
+    assert result.reason == reason
+    assert result.error
+    assert result.pixels.shape == (0, 0, 3) and result.pixels.dtype == np.uint8
+
+
+def test_good_png_is_exact_when_small_enough() -> None:
+    pixels = _halves(120, 80)
+    result = decode(_encode(pixels, "PNG"), LIMITS)
+    assert result.reason == "" and result.error == ""
+    assert (result.width, result.height, result.scale) == (120, 80, 1.0)
+    np.testing.assert_array_equal(result.pixels, pixels)
+
+
+def test_png_downscaled_to_max_side() -> None:
+    result = decode(_encode(_halves(400, 300), "PNG"), LIMITS)
+    assert result.reason == ""
+    assert result.pixels.shape == (150, 200, 3) and result.pixels.dtype == np.uint8
+    assert (result.width, result.height) == (400, 300)
+    assert result.scale == 150 / 300
+    # colours survive away from the seam
+    np.testing.assert_array_equal(result.pixels[:, :95], np.broadcast_to([255, 0, 0], (150, 95, 3)))
+    np.testing.assert_array_equal(result.pixels[:, 105:], np.broadcast_to([0, 0, 255], (150, 95, 3)))
+
+
+def test_portrait_png_and_non_rgb_modes() -> None:
+    grey = np.full((400, 300), 77, np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG")
+    result = decode(buffer.getvalue(), LIMITS)
+    assert result.pixels.shape == (200, 150, 3)
+    assert result.scale == 200 / 400
+    assert (result.pixels == 77).all()
+
+    rgba = np.zeros((40, 50, 4), np.uint8)
+    rgba[..., 1] = 200
+    rgba[..., 3] = 255
+    result = decode(_encode(rgba, "PNG"), LIMITS)
+    assert result.pixels.shape == (40, 50, 3)
+    assert (result.pixels == [0, 200, 0]).all()
+
+
+@pytest.mark.parametrize(("width", "height"), [(400, 300), (1600, 1200)])
+def test_good_jpeg_downscaled(width: int, height: int) -> None:
+    # 1600x1200 goes through JPEG draft mode (a DCT-scaled decode) before the final resize
+    result = decode(_encode(_halves(width, height), "JPEG", quality=95), LIMITS)
+    assert result.reason == ""
+    assert result.pixels.shape == (150, 200, 3)
+    assert (result.width, result.height) == (width, height)
+    assert result.scale == pytest.approx(150 / height)
+    left, right = result.pixels[:, :90].reshape(-1, 3).mean(0), result.pixels[:, 110:].reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(left, [255, 0, 0], atol=6)
+    np.testing.assert_allclose(right, [0, 0, 255], atol=6)
+
+
+def test_zero_bytes() -> None:
+    _assert_failed(decode(b"", LIMITS), images.DECODE_ERROR)
+
+
+def test_truncated_jpeg(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+    data = _encode(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8), "JPEG")
+    result = decode(data[: len(data) // 2], LIMITS)
+    _assert_failed(result, images.DECODE_ERROR)
+    assert "truncated" in result.error
+
+
+def test_random_bytes() -> None:
+    data = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    _assert_failed(decode(data, LIMITS), images.DECODE_ERROR)
+
+
+def test_gif_not_in_formats() -> None:
+    data = _encode(_halves(64, 64), "GIF")
+    _assert_failed(decode(data, LIMITS), images.UNSUPPORTED_FORMAT)
+    # the same bytes decode once GIF is allowed
+    allowed = DecodeConfig(max_side=200, min_side=32, formats=["GIF"])
+    assert decode(data, allowed).pixels.shape == (64, 64, 3)
+
+
+def test_too_small() -> None:
+    _assert_failed(decode(_encode(_halves(40, 31), "PNG"), LIMITS), images.TOO_SMALL)
+    # min_side is inclusive
+    assert decode(_encode(_halves(40, 32), "PNG"), LIMITS).pixels.shape == (32, 40, 3)
+
+
+def test_declared_30000x30000_png_is_a_bomb_without_allocating() -> None:
+    data = _png_header_only(30000, 30000)
+    assert len(data) < 200
+    assert struct.unpack(">II", data[16:24]) == (30000, 30000)  # IHDR width, height
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = decode(data, DecodeConfig())
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    _assert_failed(result, images.DECOMPRESSION_BOMB)
+    assert grown_kib < 100 * 1024  # the 2.7 GB of pixels were never allocated
+
+
+def test_declared_10000x9000_png_with_lowered_max_pixels() -> None:
+    result = decode(_png_header_only(10000, 9000), DecodeConfig(max_pixels=10_000_000))
+    _assert_failed(result, images.DECOMPRESSION_BOMB)
+
+
+def test_max_pixels_is_enforced_below_pillows_own_limit() -> None:
+    # 3000x2000 = 6 Mpx is far below Pillow's default bomb threshold: only limits.max_pixels refuses it
+    data = _png_header_only(3000, 2000)
+    result = decode(data, DecodeConfig(max_pixels=5_999_999))
+    _assert_failed(result, images.DECOMPRESSION_BOMB)
+    assert "3000x2000" in result.error
+    # allowed by the limit, the file then fails as what it is: pixel data missing
+    _assert_failed(decode(data, DecodeConfig(max_pixels=6_000_000)), images.DECODE_ERROR)
+
+
+def test_reason_codes_are_the_quarantine_vocabulary() -> None:
+    assert (
+        images.DECODE_ERROR,
+        images.DECOMPRESSION_BOMB,
+        images.TOO_SMALL,
+        images.UNSUPPORTED_FORMAT,
+    ) == ("decode_error", "decompression_bomb", "too_small", "unsupported_format")

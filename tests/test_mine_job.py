@@ -1,0 +1,146 @@
+"""The real mining job on a local Ray instance with tiny models: every input row is accounted for."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import mine
+from miner import schemas
+from miner.dataflow import ManifestError
+from miner.images import DECODE_ERROR, NOT_FOUND
+from miner.index import IndexManifest, sha256
+from miner.tiering import TIERS, UNMATCHED, by_threshold
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def inputs(sample, tmp_path_factory):
+    """The sample's manifests plus a missing lookbook file, and garments as CSV with one corrupt image."""
+    root = tmp_path_factory.mktemp("inputs")
+    lookbook = pq.read_table(sample.lookbook_path)
+    missing = pa.table({"image_id": ["l_missing"], "uri": [str(root / "nowhere.jpg")]})
+    pq.write_table(pa.concat_tables([lookbook, missing]), root / "lookbook.parquet")
+    (root / "corrupt.png").write_bytes(np.random.default_rng(0).bytes(2000))
+    garments = pq.read_table(sample.garments_path).select(["garment_id", "uri", "text"])
+    corrupt = pa.table({"garment_id": ["g_corrupt"], "uri": [str(root / "corrupt.png")], "text": [""]})
+    pacsv.write_csv(pa.concat_tables([garments, corrupt]), root / "garments.csv")
+    return {"lookbook": root / "lookbook.parquet", "garments": root / "garments.csv", "root": root}
+
+
+@pytest.fixture(scope="module")
+def run(inputs, model_overrides, local_ray, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run") / "out"
+    args = [*model_overrides, f"lookbook={inputs['lookbook']}", f"garments={inputs['garments']}", f"output={output}"]
+    summary = mine.main(args)
+    return {"summary": summary, "output": output}
+
+
+def read(run, name: str) -> pa.Table:
+    return pq.read_table(run["output"] / name)
+
+
+def ids(table: pa.Table, column: str) -> list[str]:
+    return table[column].to_pylist()
+
+
+def test_every_lookbook_image_is_in_crops_or_quarantine(run, inputs):
+    manifest = set(ids(pq.read_table(inputs["lookbook"]), "image_id"))
+    cropped = set(ids(read(run, mine.CROPS), "image_id"))
+    quarantined = ids(read(run, f"{mine.QUARANTINE}/lookbook"), "id")
+    assert len(quarantined) == len(set(quarantined))
+    assert cropped.isdisjoint(quarantined)
+    assert cropped | set(quarantined) == manifest
+
+
+def test_every_garment_is_paired_once_or_quarantined(run, inputs):
+    manifest = ids(pacsv.read_csv(inputs["garments"]), "garment_id")
+    paired = ids(read(run, mine.PAIRS), "garment_id")
+    quarantined = ids(read(run, f"{mine.QUARANTINE}/garments"), "id")
+    assert len(paired) == len(set(paired))
+    assert sorted(paired + quarantined) == sorted(manifest)
+
+
+def test_bad_files_are_quarantined_with_reasons(run, sample):
+    lookbook = read(run, f"{mine.QUARANTINE}/lookbook").to_pylist()
+    reasons = {row["id"]: row["reason"] for row in lookbook}
+    assert reasons == {**{bad: DECODE_ERROR for bad in sample.bad_ids}, "l_missing": NOT_FOUND}
+    assert all(row["stage"] == "lookbook" and row["error"] for row in lookbook)
+    garments = read(run, f"{mine.QUARANTINE}/garments").to_pylist()
+    assert [(g["id"], g["reason"]) for g in garments] == [("g_corrupt", DECODE_ERROR)]
+    assert run["summary"]["quarantine"]["lookbook"] == {DECODE_ERROR: 2, NOT_FOUND: 1}
+
+
+def test_output_schemas(run):
+    crops = read(run, mine.CROPS)
+    dim = crops.schema.field("embedding").type.list_size
+    assert crops.schema == schemas.crops(dim)
+    assert read(run, mine.PAIRS).schema == schemas.PAIRS
+    assert read(run, f"{mine.QUARANTINE}/lookbook").schema == schemas.QUARANTINE
+    vectors = np.stack(crops["embedding"].to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
+
+
+def test_readme_documents_every_output_column(run):
+    readme = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
+    crops = read(run, mine.CROPS).schema
+    for schema in (crops, schemas.PAIRS, schemas.QUARANTINE):
+        assert set(schema.names) <= documented, set(schema.names) - documented
+
+
+def test_pairs_point_at_indexed_crops_and_tiers_follow_thresholds(run):
+    pairs = read(run, mine.PAIRS).to_pandas()
+    crops = read(run, mine.CROPS).to_pandas().set_index("crop_id")
+    matched = pairs[pairs["crop_id"].notna()]
+    assert len(matched) == len(pairs)  # every garment had candidates in this run
+    assert (crops.loc[matched["crop_id"], "image_id"].to_numpy() == matched["image_id"].to_numpy()).all()
+    np.testing.assert_allclose(matched["score"], 0.5 * matched["s_vlm"] + 0.5 * matched["s_siglip"], rtol=1e-5)
+    thresholds = {"high": 0.9, "mid": 0.75, "low": 0.5}  # conf/demo.yaml
+    assert (pairs["tier"].to_numpy() == by_threshold(pairs["score"].to_numpy(), thresholds)).all()
+    summary_tiers = run["summary"]["tiers"]
+    assert sum(summary_tiers.values()) == len(pairs)
+    assert all(summary_tiers[t] == (pairs["tier"] == t).sum() for t in (*TIERS, UNMATCHED))
+
+
+def test_index_manifest_matches_shard_files(run):
+    index_dir = run["output"] / mine.INDEX
+    manifest = IndexManifest.from_json((index_dir / "manifest.json").read_text())
+    crops = read(run, mine.CROPS).num_rows
+    assert len(manifest.shards) == 2  # conf/demo.yaml: index.shards=2
+    assert sum(s.rows for s in manifest.shards) == crops
+    assert [s.id_start for s in manifest.shards] == [0, manifest.shards[0].id_end]
+    for shard in manifest.shards:
+        assert sha256((index_dir / shard.index_file).read_bytes()) == shard.sha256
+        assert pq.read_table(index_dir / shard.payload_file).num_rows == shard.rows
+
+
+def test_summary_names_models_and_counts(run, inputs):
+    summary = json.loads((run["output"] / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(run["summary"]))
+    assert summary["models"]["detector"]["spec"] == "pkg://fall_detection/models/best.pt"
+    assert summary["models"]["embedder"]["note"]
+    counts = summary["counts"]
+    assert counts["crops"] == counts["index_rows"] == read(run, mine.CROPS).num_rows
+    assert counts["lookbook_images"] == pq.read_table(inputs["lookbook"]).num_rows
+    assert counts["garments"] == counts["garments_scored"] + 1  # g_corrupt is quarantined
+    assert set(summary["seconds"]) == {"validate", "lookbook", "index", "scoring", "tiering"}
+
+
+def test_duplicate_ids_fail_before_any_compute(inputs, model_overrides, local_ray, tmp_path):
+    lookbook = pq.read_table(inputs["lookbook"])
+    pq.write_table(pa.concat_tables([lookbook, lookbook.slice(0, 1)]), tmp_path / "dup.parquet")
+    output = tmp_path / "out"
+    args = [*model_overrides, f"lookbook={tmp_path / 'dup.parquet'}", f"garments={inputs['garments']}", f"output={output}"]
+    with pytest.raises(ManifestError, match=f"duplicate ids: '{lookbook['image_id'][0]}' \\(x2\\)"):
+        mine.main(args)
+    assert not (output / mine.CROPS).exists()
