@@ -40,7 +40,7 @@ class YoloDetector:
             conf=self.cfg.min_score,
             classes=self.cfg.classes,
             device=self.device,
-            half=self.cfg.half and self.device.startswith("cuda"),
+            quantize=16 if self.cfg.half and self.device.startswith("cuda") else None,
             verbose=False,
         )
         return [

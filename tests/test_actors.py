@@ -1,0 +1,147 @@
+"""Actor stages on CPU: the real YOLO detector on real photos, tiny SigLIP and BLIP built offline."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ultralytics
+from PIL import Image
+
+from actors.captioner import CropDescriber
+from actors.decoder import decode_images
+from actors.detector import WHOLE_IMAGE_CLASS, CropDetector, YoloDetector
+from actors.embedder import CropEmbedder
+from actors.rows import objects
+from miner.config import DecodeConfig, ModelSpec, StorageConfig, load_config
+from miner.images import NO_GARMENT, NOT_FOUND
+from miner.models import ModelLoadError, resolve
+from miner.schemas import ERROR, REASON
+from miner.vocab import ATTRIBUTES, UNKNOWN
+
+ASSETS = Path(ultralytics.__file__).parent / "assets"
+STORAGE = StorageConfig()
+
+
+@pytest.fixture(scope="module")
+def cfg(model_overrides):
+    return load_config([*model_overrides, "lookbook=x", "garments=x", "output=x"])
+
+
+def decoded_batch(uris: list[str], max_side: int = 1280) -> dict:
+    batch = {"image_id": np.array([Path(u).stem for u in uris], dtype=object), "uri": np.array(uris, dtype=object)}
+    return decode_images(batch, DecodeConfig(max_side=max_side), STORAGE)
+
+
+@pytest.fixture(scope="module")
+def detector(cfg):
+    return CropDetector(replace(cfg.detector, image_size=640), STORAGE)
+
+
+def test_yolo_finds_the_people_in_real_photos(detector):
+    batch = decoded_batch([str(ASSETS / "bus.jpg"), str(ASSETS / "zidane.jpg")])
+    found = detector.detector(list(batch["image"]))
+    assert [len(boxes) >= n for (boxes, _, _), n in zip(found, (4, 2))] == [True, True]
+    for (boxes, scores, _), image in zip(found, batch["image"]):
+        h, w = image.shape[:2]
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w + 1).all() and (boxes[:, 3] <= h + 1).all()
+        assert (scores >= 0.25).all()
+
+
+def test_crop_rows_keep_ids_boxes_and_pass_quarantined_rows(detector):
+    batch = decoded_batch([str(ASSETS / "bus.jpg"), "/nonexistent/x.jpg"])
+    out = detector(batch)
+    bus = out["image_id"] == "bus"
+    assert bus.sum() == 4  # conf: max_crops=4, the bus photo has 4+ people
+    assert out["crop_id"][bus].tolist() == [f"bus:{k}" for k in range(4)]
+    assert (np.diff(out["det_score"][bus]) <= 0).all()
+    assert out[REASON].tolist().count(NOT_FOUND) == 1 and out["crop"][~bus][0].size == 0
+    for box, crop in zip(out["box"][bus], out["crop"][bus]):
+        assert max(crop.shape[:2]) <= 384
+        assert 0 <= box[0] < box[2] <= 810 and 0 <= box[1] < box[3] <= 1080
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+    return w * h / (area(a) + area(b) - w * h)
+
+
+def test_boxes_are_in_original_pixels_when_decoding_downscales(detector):
+    full = np.stack(detector(decoded_batch([str(ASSETS / "bus.jpg")]))["box"])
+    small = np.stack(detector(decoded_batch([str(ASSETS / "bus.jpg")], max_side=540))["box"])  # half size
+    best = [max(iou(s, f) for f in full) for s in small]
+    assert np.median(best) > 0.8, best  # the same people, in the same (original) pixel frame
+
+
+def test_no_detection_policies(cfg, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 160), (240, 240, 240)).save(blank)
+    batch = decoded_batch([str(blank)])
+    whole = CropDetector(cfg.detector, STORAGE)(dict(batch))
+    assert whole["det_class"].tolist() == [WHOLE_IMAGE_CLASS] and whole[REASON].tolist() == [""]
+    assert np.stack(whole["box"]).tolist() == [[0, 0, 200, 160]]
+    skip = CropDetector(replace(cfg.detector, no_detection="skip"), STORAGE)(decoded_batch([str(blank)]))
+    assert skip[REASON].tolist() == [NO_GARMENT] and skip[ERROR][0]
+
+
+def test_pickled_detector_needs_a_matching_pin(cfg):
+    unpinned = replace(cfg.detector.model, sha256=None)
+    with pytest.raises(ModelLoadError, match="pin its sha256"):
+        resolve("detector", unpinned, STORAGE)
+    with pytest.raises(ModelLoadError, match="does not match"):
+        resolve("detector", replace(unpinned, sha256="0" * 64), STORAGE)
+    path = resolve("detector", cfg.detector.model, STORAGE)
+    assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == cfg.detector.model.sha256
+
+
+def test_missing_model_error_names_the_spec(cfg):
+    with pytest.raises(ModelLoadError, match="no/such-model"):
+        CropEmbedder(replace(cfg.embedder, model=ModelSpec(spec="./no/such-model")), STORAGE)
+
+
+def crop_batch(n: int, seed: int = 0, texts: list[str] | None = None) -> dict:
+    rng = np.random.default_rng(seed)
+    crops = [rng.integers(0, 255, (40 + 7 * i, 50, 3), dtype=np.uint8) for i in range(n)]
+    reasons = np.array([""] * (n - 1) + ["decode_error"], dtype=object)
+    crops[-1] = np.zeros((0, 0, 3), np.uint8)
+    batch = {"crop": objects(crops), REASON: reasons, ERROR: reasons.copy()}
+    if texts is not None:
+        batch["text"] = np.array(texts, dtype=object)
+    return batch
+
+
+def test_embedder_gives_unit_vectors_deterministically(cfg):
+    embedder = CropEmbedder(cfg.embedder, STORAGE)
+    first = embedder(crop_batch(5))["embedding"]
+    again = CropEmbedder(cfg.embedder, STORAGE)(crop_batch(5))["embedding"]
+    np.testing.assert_allclose(np.linalg.norm(first[:4], axis=1), 1.0, rtol=1e-5)
+    assert (first[4] == 0).all()  # the quarantined row
+    np.testing.assert_allclose(first, again, atol=1e-6)
+    assert not np.allclose(first[0], first[1])
+
+
+def test_zero_shot_describer(cfg, vocab):
+    batch = CropEmbedder(cfg.embedder, STORAGE)(crop_batch(4, texts=["", "a red dress", "", ""]))
+    out = CropDescriber(cfg.captioner, cfg.embedder, STORAGE, vocab)(batch)
+    for i in (0, 2):
+        attributes = {a: out[a][i] for a in ATTRIBUTES}
+        assert all(attributes[a] in vocab[a] for a in ATTRIBUTES)
+        assert out["caption"][i] == cfg.captioner.caption_template.format(**attributes)
+    assert out["caption"][1] == "a red dress"  # manifest text wins for the caption
+    assert out["caption"][3] == "" and out["category"][3] == UNKNOWN
+    np.testing.assert_allclose(np.linalg.norm(out["caption_embedding"][:3], axis=1), 1.0, rtol=1e-5)
+
+
+def test_generative_describer(cfg, vocab):
+    generative = replace(cfg.captioner, kind="generative", max_new_tokens=8, use_manifest_text=False)
+    batch = CropEmbedder(cfg.embedder, STORAGE)(crop_batch(3))
+    out = CropDescriber(generative, cfg.embedder, STORAGE, vocab)(batch)
+    assert all(isinstance(c, str) and c for c in out["caption"][:2])
+    for attr in ATTRIBUTES:
+        assert all(v in (*vocab[attr], UNKNOWN) for v in out[attr])
+    assert out["caption_embedding"].shape == batch["embedding"].shape

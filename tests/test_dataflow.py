@@ -1,0 +1,61 @@
+"""Ray Data plumbing on a local Ray instance: manifests in any format, exact count-mode tiering."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import ray
+
+from miner import tier_stage
+from miner.config import ScoringConfig, StorageConfig, TierConfig
+from miner.dataflow import ManifestError, check_unique_ids, read_manifest
+from miner.tiering import TIERS, UNMATCHED
+
+pytestmark = pytest.mark.ray
+STORAGE = StorageConfig()
+
+
+def test_jsonl_manifest_is_read_and_optional_columns_filled(local_ray, tmp_path):
+    path = tmp_path / "garments.jsonl"
+    path.write_text("".join(json.dumps({"garment_id": f"g{i}", "uri": f"/x/{i}.png"}) + "\n" for i in range(5)))
+    ds = read_manifest(str(path), "garment_id", ("text",), STORAGE)
+    rows = sorted(ds.take_all(), key=lambda r: r["image_id"])
+    assert rows[0] == {"image_id": "g0", "uri": "/x/0.png", "text": ""}
+    assert check_unique_ids(ds, "garments") == 5
+
+
+def test_manifest_errors_name_the_problem(local_ray, tmp_path):
+    (tmp_path / "m.csv").write_text("id,path\na,/x\n")
+    with pytest.raises(ManifestError, match=r"lacks columns \['image_id', 'uri'\]"):
+        read_manifest(str(tmp_path / "m.csv"), "image_id", (), STORAGE)
+    with pytest.raises(ManifestError, match="unknown format '.txt'"):
+        read_manifest(str(tmp_path / "m.txt"), "image_id", (), STORAGE)
+    (tmp_path / "d.csv").write_text("image_id,uri\na,/1\nb,/2\na,/3\n")
+    with pytest.raises(ManifestError, match=r"duplicate ids: 'a' \(x2\)"):
+        check_unique_ids(read_manifest(str(tmp_path / "d.csv"), "image_id", (), STORAGE), "lookbook")
+
+
+@pytest.mark.parametrize("bins", [1, 16, 4096])
+def test_count_mode_tiers_exactly_by_score_then_id(local_ray, bins):
+    rng = np.random.default_rng(bins)
+    n = 3000
+    scores = np.round(rng.uniform(-1, 1, n), 2).astype(np.float32)  # many exact ties
+    scores[rng.choice(n, 100, replace=False)] = np.nan  # garments without a candidate
+    ids = np.array([f"g{i:05d}" for i in rng.permutation(n)], dtype=object)
+    table = pa.table({"garment_id": ids, "score": scores})
+    ds = ray.data.from_arrow(table).repartition(7)
+    cfg = TierConfig(mode="count", counts={"high": 50, "mid": 400, "low": 5000}, histogram_bins=bins)
+    cutoffs = tier_stage.count_cutoffs(ds, cfg, ScoringConfig(lambda_vlm=0.5, lambda_siglip=0.5))
+    assert cutoffs[2] is None  # fewer scored garments than high + mid + low
+    tiered = {}
+    for batch in ds.map_batches(tier_stage.assign, fn_kwargs={"cfg": cfg, "cutoffs": cutoffs}).iter_batches():
+        tiered.update(zip(batch["garment_id"], batch["tier"]))
+    scored = ~np.isnan(scores)
+    order = [i for i in np.lexsort((ids, -np.where(scored, scores, -np.inf))) if scored[i]]
+    expected = dict.fromkeys(ids[~scored], UNMATCHED)
+    for rank, i in enumerate(order):
+        expected[ids[i]] = TIERS[0] if rank < 50 else TIERS[1] if rank < 450 else TIERS[2]
+    assert tiered == expected
