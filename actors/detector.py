@@ -59,17 +59,34 @@ def crop_rows(row: dict, detections: tuple[np.ndarray, np.ndarray, np.ndarray], 
     width, height = int(row["width"]), int(row["height"])
     found, scores, classes = detections
     keep = boxes.select_boxes(found / scale, scores, cfg.min_score, cfg.max_crops, cfg.min_box_side)
-    picked = [(boxes.pad_and_clip(found[i] / scale, cfg.box_padding, width, height), scores[i], classes[i]) for i in keep]
+    picked = [
+        (boxes.pad_and_clip(found[i] / scale, cfg.box_padding, width, height), scores[i], classes[i]) for i in keep
+    ]
     base = {**{k: v for k, v in row.items() if k not in IMAGE_COLUMNS}, REASON: "", ERROR: ""}
     if not picked and cfg.no_detection == "skip":
-        return [{**base, "crop_id": f"{row['image_id']}:0", "box": boxes.whole_image(width, height),
-                 "det_score": 0.0, "det_class": WHOLE_IMAGE_CLASS, "crop": EMPTY,
-                 REASON: NO_GARMENT, ERROR: f"no box with score >= {cfg.min_score}"}]
+        return [
+            {
+                **base,
+                "crop_id": f"{row['image_id']}:0",
+                "box": boxes.whole_image(width, height),
+                "det_score": 0.0,
+                "det_class": WHOLE_IMAGE_CLASS,
+                "crop": EMPTY,
+                REASON: NO_GARMENT,
+                ERROR: f"no box with score >= {cfg.min_score}",
+            }
+        ]
     if not picked:
         picked = [(boxes.whole_image(width, height), 0.0, WHOLE_IMAGE_CLASS)]
     return [
-        {**base, "crop_id": f"{row['image_id']}:{k}", "box": box, "det_score": float(score), "det_class": int(cls),
-         "crop": _shrink(boxes.crop_pixels(image, box * scale), cfg.crop_max_side)}
+        {
+            **base,
+            "crop_id": f"{row['image_id']}:{k}",
+            "box": box,
+            "det_score": float(score),
+            "det_class": int(cls),
+            "crop": _shrink(boxes.crop_pixels(image, box * scale), cfg.crop_max_side),
+        }
         for k, (box, score, cls) in enumerate(picked)
     ]
 
@@ -84,8 +101,14 @@ def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
 
 def passthrough_row(row: dict) -> dict:
     """A quarantined image row in crop-row layout (so it reaches the quarantine table)."""
-    return {**{k: v for k, v in row.items() if k not in IMAGE_COLUMNS}, "crop_id": f"{row['image_id']}:0",
-            "box": np.zeros(4, np.float32), "det_score": 0.0, "det_class": WHOLE_IMAGE_CLASS, "crop": EMPTY}
+    return {
+        **{k: v for k, v in row.items() if k not in IMAGE_COLUMNS},
+        "crop_id": f"{row['image_id']}:0",
+        "box": np.zeros(4, np.float32),
+        "det_score": 0.0,
+        "det_class": WHOLE_IMAGE_CLASS,
+        "crop": EMPTY,
+    }
 
 
 def whole_image_crops(batch: Batch, cfg: DetectorConfig) -> Batch:
@@ -93,7 +116,9 @@ def whole_image_crops(batch: Batch, cfg: DetectorConfig) -> Batch:
     rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
     no_boxes = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
     whole = replace(cfg, no_detection="whole_image")
-    return to_batch([crop_rows(r, no_boxes, whole)[0] if ok else passthrough_row(r) for r, ok in zip(rows, good_rows(batch))])
+    return to_batch(
+        [crop_rows(r, no_boxes, whole)[0] if ok else passthrough_row(r) for r, ok in zip(rows, good_rows(batch))]
+    )
 
 
 def to_batch(rows: list[dict]) -> Batch:

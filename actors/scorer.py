@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 from actors.rows import Batch, good_rows, objects
 from miner import index as shard_index
 from miner.arrow import matrix
-from miner.schemas import ERROR, REASON
 from miner.config import IndexConfig, ScoringConfig, StorageConfig
+from miner.schemas import ERROR, REASON
 from miner.scoring import best_match, merge_topk
 from miner.storage import filesystem, join
 

@@ -1,6 +1,6 @@
 """The mining job: lookbook images -> crops -> sharded index; garments -> scored, tiered pairs.
 
-    python -m jobs.mine [overlay.yaml ...] lookbook=PATH garments=PATH output=DIR [key=value ...]
+python -m jobs.mine [overlay.yaml ...] lookbook=PATH garments=PATH output=DIR [key=value ...]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from actors.embedder import CropEmbedder
 from actors.scorer import GarmentScorer
 from miner import build_index, schemas, tier_stage
 from miner.config import MineConfig, config_hash, load_config, to_yaml
-from miner.dataflow import SplitParquetSink, actor_pool, check_unique_ids, read_manifest, read_parquet_dir
+from miner.dataflow import SplitParquetSink, check_unique_ids, map_with_actors, read_manifest, read_parquet_dir
 from miner.storage import join, make_dirs, write_bytes
 from miner.tiering import TIERS, UNMATCHED
 
@@ -28,18 +28,29 @@ CROPS, INDEX, SCORED, PAIRS, QUARANTINE = "crops", "index", "scored", "pairs", "
 
 def describe(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
     """crop rows -> + embedding, caption, attributes, caption_embedding (crop pixels dropped)."""
-    ds = ds.map_batches(CropEmbedder, fn_constructor_kwargs={"cfg": cfg.embedder, "storage": cfg.storage}, **actor_pool(cfg.embedder.pool))
-    describer = {"cfg": cfg.captioner, "embedder": cfg.embedder, "storage": cfg.storage, "vocab": cfg.vocab}
-    ds = ds.map_batches(CropDescriber, fn_constructor_kwargs=describer, **actor_pool(cfg.captioner.pool))
+    ds = map_with_actors(ds, CropEmbedder, cfg.embedder.pool, cfg=cfg.embedder, storage=cfg.storage)
+    ds = map_with_actors(
+        ds,
+        CropDescriber,
+        cfg.captioner.pool,
+        cfg=cfg.captioner,
+        embedder=cfg.embedder,
+        storage=cfg.storage,
+        vocab=cfg.vocab,
+    )
     return ds.drop_columns(["crop"])
 
 
 def decoded(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
     kwargs = {"cfg": cfg.decode, "storage": cfg.storage}
-    return ds.map_batches(decode_images, fn_kwargs=kwargs, batch_size=cfg.decode.batch_size, num_cpus=cfg.decode.num_cpus)
+    return ds.map_batches(
+        decode_images, fn_kwargs=kwargs, batch_size=cfg.decode.batch_size, num_cpus=cfg.decode.num_cpus
+    )
 
 
-def write(ds, out: str, schema, stage: str, ids: tuple[str, str], cfg: MineConfig, count_by: str | None = None) -> SplitParquetSink:
+def write(
+    ds, out: str, schema, stage: str, ids: tuple[str, str], cfg: MineConfig, count_by: str | None = None
+) -> SplitParquetSink:
     """Write good rows to `out`, quarantined ones to quarantine/<stage>; ids: the (id, uri) columns."""
     quarantine = join(cfg.output, QUARANTINE, stage)
     sink = SplitParquetSink(join(cfg.output, out), schema, quarantine, stage, *ids, cfg.storage, count_by)
@@ -49,16 +60,24 @@ def write(ds, out: str, schema, stage: str, ids: tuple[str, str], cfg: MineConfi
 
 def mine_lookbook(cfg: MineConfig) -> SplitParquetSink:
     ds = decoded(read_manifest(cfg.lookbook, "image_id", (), cfg.storage), cfg)
-    detector = {"cfg": cfg.detector, "storage": cfg.storage}
-    ds = describe(ds.map_batches(CropDetector, fn_constructor_kwargs=detector, **actor_pool(cfg.detector.pool)), cfg)
-    return write(ds, CROPS, lambda batch: schemas.crops(batch["embedding"].shape[1]), "lookbook", ("image_id", "uri"), cfg)
+    ds = describe(map_with_actors(ds, CropDetector, cfg.detector.pool, cfg=cfg.detector, storage=cfg.storage), cfg)
+    return write(
+        ds, CROPS, lambda batch: schemas.crops(batch["embedding"].shape[1]), "lookbook", ("image_id", "uri"), cfg
+    )
 
 
 def score_garments(cfg: MineConfig) -> SplitParquetSink:
     ds = decoded(read_manifest(cfg.garments, "garment_id", ("text",), cfg.storage), cfg)
     ds = describe(ds.map_batches(whole_image_crops, fn_kwargs={"cfg": cfg.detector}), cfg)
-    scorer = {"index_dir": join(cfg.output, INDEX), "cfg": cfg.scoring, "index_cfg": cfg.index, "storage": cfg.storage}
-    ds = ds.map_batches(GarmentScorer, fn_constructor_kwargs=scorer, **actor_pool(cfg.scoring.pool))
+    ds = map_with_actors(
+        ds,
+        GarmentScorer,
+        cfg.scoring.pool,
+        index_dir=join(cfg.output, INDEX),
+        cfg=cfg.scoring,
+        index_cfg=cfg.index,
+        storage=cfg.storage,
+    )
     return write(ds, SCORED, lambda batch: schemas.SCORED, "garments", ("garment_id", "garment_uri"), cfg)
 
 
@@ -99,8 +118,13 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "config_hash": config_hash(cfg),
         "models": models_used(cfg),
-        "counts": {**counts, "crops": crops.counts.rows, "index_rows": sum(s.rows for s in manifest.shards),
-                   "index_shards": len(manifest.shards), "garments_scored": scored.counts.rows},
+        "counts": {
+            **counts,
+            "crops": crops.counts.rows,
+            "index_rows": sum(s.rows for s in manifest.shards),
+            "index_shards": len(manifest.shards),
+            "garments_scored": scored.counts.rows,
+        },
         "tiers": {tier: tiers.counts.by_value.get(tier, 0) for tier in (*TIERS, UNMATCHED)},
         "quarantine": {"lookbook": dict(crops.counts.quarantined), "garments": dict(scored.counts.quarantined)},
         "seconds": times,

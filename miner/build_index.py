@@ -42,15 +42,23 @@ def read_payload(files: list[str], slices: list[shard_index.FileSlice], storage:
 
 
 @ray.remote
-def _train(files: list[str], slices: list[shard_index.FileSlice], cfg: IndexConfig, storage: StorageConfig) -> bytes | None:
+def _train(
+    files: list[str], slices: list[shard_index.FileSlice], cfg: IndexConfig, storage: StorageConfig
+) -> bytes | None:
     sample = matrix(read_payload(files, slices, storage)["embedding"])[: cfg.train_sample]
     return shard_index.train_template(sample, cfg.factory, cfg.use_gpu)
 
 
 @ray.remote
 def _build(
-    shard: int, files: list[str], slices: list[shard_index.FileSlice], id_start: int, template: bytes | None,
-    index_dir: str, cfg: IndexConfig, storage: StorageConfig,
+    shard: int,
+    files: list[str],
+    slices: list[shard_index.FileSlice],
+    id_start: int,
+    template: bytes | None,
+    index_dir: str,
+    cfg: IndexConfig,
+    storage: StorageConfig,
 ) -> shard_index.ShardEntry:
     payload = read_payload(files, slices, storage)
     index = shard_index.build_shard(matrix(payload["embedding"]), id_start, cfg.factory, template, cfg.use_gpu)

@@ -48,7 +48,9 @@ def read_manifest(uri: str, id_column: str, optional: tuple[str, ...], storage: 
         raise ManifestError(f"manifest {uri} lacks columns {sorted(missing)} (has {sorted(present)})")
     keep = [id_column, "uri", *(c for c in optional if c in present)]
     fill = tuple(c for c in optional if c not in present)
-    return ds.select_columns(keep).map_batches(_normalise_manifest, fn_kwargs={"id_column": id_column, "fill": fill}, batch_format="pyarrow")
+    return ds.select_columns(keep).map_batches(
+        _normalise_manifest, fn_kwargs={"id_column": id_column, "fill": fill}, batch_format="pyarrow"
+    )
 
 
 def _normalise_manifest(batch: pa.Table, id_column: str, fill: tuple[str, ...]) -> pa.Table:
@@ -84,14 +86,17 @@ def read_parquet_dir(uri: str, storage: StorageConfig) -> Dataset:
     return ray.data.read_parquet(path, filesystem=fs)
 
 
-def actor_pool(pool: PoolConfig) -> dict:
-    """`map_batches` keyword arguments for an autoscaling actor pool."""
-    return {
-        "compute": ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
-        "batch_size": pool.batch_size,
-        "num_cpus": pool.num_cpus,
-        "num_gpus": pool.num_gpus or None,
-    }
+def map_with_actors(ds: Dataset, actor_class: type, pool: PoolConfig, **constructor_kwargs) -> Dataset:
+    """`ds.map_batches(actor_class)` on an autoscaling pool of min_size..max_size actors, each
+    built once as `actor_class(**constructor_kwargs)` with the pool's CPUs and GPUs."""
+    return ds.map_batches(
+        actor_class,
+        fn_constructor_kwargs=constructor_kwargs,
+        compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+        batch_size=pool.batch_size,
+        num_cpus=pool.num_cpus,
+        num_gpus=pool.num_gpus or None,
+    )
 
 
 @dataclass
@@ -150,8 +155,13 @@ class SplitParquetSink(Datasink[SplitCounts]):
 
     def _quarantine(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch[REASON])
-        columns = {"id": batch[self.id_column], "uri": batch[self.uri_column], "stage": np.full(n, self.stage, dtype=object),
-                   "reason": batch[REASON], "error": batch[ERROR]}
+        columns = {
+            "id": batch[self.id_column],
+            "uri": batch[self.uri_column],
+            "stage": np.full(n, self.stage, dtype=object),
+            "reason": batch[REASON],
+            "error": batch[ERROR],
+        }
         return arrow.table(columns, QUARANTINE)
 
     def on_write_complete(self, write_result) -> None:

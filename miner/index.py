@@ -70,7 +70,7 @@ def partition(row_counts: list[int], shards: int) -> list[tuple[int, list[FileSl
         slices = [
             FileSlice(i, max(lo, offsets[i]) - offsets[i], min(hi, offsets[i + 1]) - offsets[i])
             for i in range(len(row_counts))
-            if offsets[i] < hi and offsets[i + 1] > lo
+            if row_counts[i] and offsets[i] < hi and offsets[i + 1] > lo
         ]
         result.append((lo, slices))
     return result
@@ -109,14 +109,16 @@ def _on_gpu(index: faiss.Index) -> bool:
     return hasattr(faiss, "GpuIndex") and isinstance(index, faiss.GpuIndex)
 
 
-def build_shard(
-    vectors: np.ndarray, id_start: int, factory: str, template: bytes | None, use_gpu: str
-) -> faiss.Index:
+def build_shard(vectors: np.ndarray, id_start: int, factory: str, template: bytes | None, use_gpu: str) -> faiss.Index:
     """A shard holding `vectors` (n, dim) under ids id_start..id_start+n-1. `template` is a
     serialized trained empty index, needed when `factory` requires training."""
-    index = faiss.deserialize_index(np.frombuffer(template, np.uint8)) if template else new_index(factory, vectors.shape[1])
+    index = (
+        faiss.deserialize_index(np.frombuffer(template, np.uint8)) if template else new_index(factory, vectors.shape[1])
+    )
     index = to_gpu_if_available(index, use_gpu)
-    index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.arange(id_start, id_start + len(vectors), dtype=np.int64))
+    index.add_with_ids(
+        np.ascontiguousarray(vectors, np.float32), np.arange(id_start, id_start + len(vectors), dtype=np.int64)
+    )
     return index
 
 

@@ -65,10 +65,12 @@ def best_match(
     best_score = score[rows, best]
     runner_up = score[rows, order[:, 1]] if score.shape[1] > 1 else np.full(len(score), -np.inf, np.float32)
     nan = np.float32(np.nan)
+    with np.errstate(invalid="ignore"):  # -inf - -inf where fewer than two candidates: masked to NaN
+        margin = np.where(valid.sum(axis=1) >= 2, best_score - runner_up, nan).astype(np.float32)
     return BestMatch(
         index=np.where(has_best, best, NO_CANDIDATE),
         s_vlm=np.where(has_best, s_vlm[rows, best], nan),
         s_siglip=np.where(has_best, s_siglip[rows, best], nan),
         score=np.where(has_best, best_score, nan),
-        margin=np.where(valid.sum(axis=1) >= 2, best_score - runner_up, nan).astype(np.float32),
+        margin=margin,
     )

@@ -52,7 +52,9 @@ def count_cutoffs(scored: Dataset, cfg: TierConfig, scoring: ScoringConfig) -> l
         for batch in columns.map_batches(_in_bins, fn_kwargs=kwargs).iter_batches():
             for key in gathered:
                 gathered[key].extend(batch[key].tolist())
-    in_bin = {key: np.asarray(values, dtype=object if key == "garment_id" else None) for key, values in gathered.items()}
+    in_bin = {
+        key: np.asarray(values, dtype=object if key == "garment_id" else None) for key, values in gathered.items()
+    }
     cutoffs = []
     for rank, b in zip(ranks, bins):
         if b is None:

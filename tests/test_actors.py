@@ -13,7 +13,7 @@ from PIL import Image
 
 from actors.captioner import CropDescriber
 from actors.decoder import decode_images
-from actors.detector import WHOLE_IMAGE_CLASS, CropDetector, YoloDetector
+from actors.detector import WHOLE_IMAGE_CLASS, CropDetector
 from actors.embedder import CropEmbedder
 from actors.rows import objects
 from miner.config import DecodeConfig, ModelSpec, StorageConfig, load_config

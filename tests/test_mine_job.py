@@ -140,7 +140,12 @@ def test_duplicate_ids_fail_before_any_compute(inputs, model_overrides, local_ra
     lookbook = pq.read_table(inputs["lookbook"])
     pq.write_table(pa.concat_tables([lookbook, lookbook.slice(0, 1)]), tmp_path / "dup.parquet")
     output = tmp_path / "out"
-    args = [*model_overrides, f"lookbook={tmp_path / 'dup.parquet'}", f"garments={inputs['garments']}", f"output={output}"]
+    args = [
+        *model_overrides,
+        f"lookbook={tmp_path / 'dup.parquet'}",
+        f"garments={inputs['garments']}",
+        f"output={output}",
+    ]
     with pytest.raises(ManifestError, match=f"duplicate ids: '{lookbook['image_id'][0]}' \\(x2\\)"):
         mine.main(args)
     assert not (output / mine.CROPS).exists()

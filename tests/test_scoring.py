@@ -69,7 +69,9 @@ def test_merge_topk_pads_when_union_is_narrower_than_k() -> None:
     ids = [np.array([[1], [5]]), np.array([[2], [6]])]
     got_scores, got_ids = merge_topk(scores, ids, 4)
     np.testing.assert_array_equal(got_ids, [[1, 2, -1, -1], [6, 5, -1, -1]])
-    np.testing.assert_array_equal(got_scores, np.array([[0.3, 0.2, -np.inf, -np.inf], [0.4, 0.1, -np.inf, -np.inf]], np.float32))
+    np.testing.assert_array_equal(
+        got_scores, np.array([[0.3, 0.2, -np.inf, -np.inf], [0.4, 0.1, -np.inf, -np.inf]], np.float32)
+    )
     assert got_scores.dtype == np.float32 and got_ids.dtype == np.int64
 
 
