@@ -62,7 +62,12 @@ def mine_lookbook(cfg: MineConfig) -> SplitParquetSink:
     ds = decoded(read_manifest(cfg.lookbook, "image_id", (), cfg.storage), cfg)
     ds = describe(map_with_actors(ds, CropDetector, cfg.detector.pool, cfg=cfg.detector, storage=cfg.storage), cfg)
     return write(
-        ds, CROPS, lambda batch: schemas.crops(batch["embedding"].shape[1]), "lookbook", ("image_id", "uri"), cfg
+        ds,
+        CROPS,
+        lambda batch: schemas.crops(batch["embedding"].shape[1], cfg.embedder.store_dtype),
+        "lookbook",
+        ("image_id", "uri"),
+        cfg,
     )
 
 

@@ -13,7 +13,7 @@ def table(columns: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
     for field in schema:
         values = columns[field.name]
         if pa.types.is_fixed_size_list(field.type) and values.dtype != object:
-            flat = pa.array(np.asarray(values, np.float32).reshape(-1))
+            flat = pa.array(np.asarray(values, field.type.value_type.to_pandas_dtype()).reshape(-1))
             arrays.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
         elif values.dtype == object:  # strings, or vectors that may be None
             items = [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
@@ -24,6 +24,7 @@ def table(columns: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
 
 
 def matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """(n, d) float32 from a fixed-size-list column of length n."""
+    """(n, d) float32 from a fixed-size-list column of length n (float16 storage is widened)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
+    values = array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
+    return values.astype(np.float32, copy=False)

@@ -89,6 +89,7 @@ class EmbedderConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     device: str = "auto"
     gpu_dtype: str = "bfloat16"
+    store_dtype: str = "float16"
     pool: PoolConfig = field(default_factory=PoolConfig)
 
 
@@ -188,6 +189,8 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError(f"detector.no_detection must be 'whole_image' or 'skip', got {cfg.detector.no_detection!r}")
     if missing := set(cfg.vocab) - set(cfg.captioner.prompts):
         raise ValueError(f"captioner.prompts has no prompt for attributes {sorted(missing)}")
+    if cfg.embedder.store_dtype not in ("float32", "float16"):
+        raise ValueError(f"embedder.store_dtype must be 'float32' or 'float16', got {cfg.embedder.store_dtype!r}")
     if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
         raise ValueError("index.shards and scoring.top_k must be >= 1")
 

@@ -25,12 +25,16 @@ QUARANTINE = pa.schema(
 )
 
 
-def embedding(dim: int) -> pa.DataType:
-    return pa.list_(pa.float32(), dim)
+EMBEDDING_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
 
-def crops(dim: int) -> pa.Schema:
-    """One row per detected crop of a lookbook image."""
+def embedding(dim: int, dtype: str = "float32") -> pa.DataType:
+    """A unit vector of `dim` values stored as `dtype` ("float32", or "float16" to halve I/O)."""
+    return pa.list_(EMBEDDING_TYPES[dtype], dim)
+
+
+def crops(dim: int, dtype: str = "float32") -> pa.Schema:
+    """One row per detected crop of a lookbook image; embeddings stored as `dtype`."""
     return pa.schema(
         [
             ("crop_id", pa.string()),
@@ -41,8 +45,8 @@ def crops(dim: int) -> pa.Schema:
             ("det_class", pa.int32()),
             ("caption", pa.string()),
             *((name, pa.string()) for name in ATTRIBUTES),
-            ("embedding", embedding(dim)),
-            ("caption_embedding", embedding(dim)),
+            ("embedding", embedding(dim, dtype)),
+            ("caption_embedding", embedding(dim, dtype)),
         ]
     )
 
