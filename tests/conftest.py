@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,14 @@ def model_overrides(tiny_models) -> list[str]:
 
 @pytest.fixture(scope="session")
 def local_ray():
+    """One local Ray instance for the session. Its workers inherit the test S3 server's dummy
+    credentials from this process (on a cluster they come from the instance role)."""
     import ray
 
+    from .s3_server import CREDENTIALS
+
+    for name, value in {**CREDENTIALS, "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        os.environ.setdefault(name, value)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 1024**2, log_to_driver=False)
     yield ray
     ray.shutdown()
