@@ -1,0 +1,44 @@
+"""cluster.yaml passes Ray's own cluster-launcher schema, and keeps the promises the README makes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray.autoscaler
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    return yaml.safe_load((REPO / "cluster.yaml").read_text())
+
+
+def test_cluster_yaml_passes_ray_schema(cluster):
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(cluster, schema)  # the file as written
+    validate_config(prepare_config(cluster))  # and with the launcher's defaults filled in, as `ray up` does
+
+
+def test_schema_catches_a_typo(cluster):
+    broken = {**cluster, "available_node_types": {**cluster["available_node_types"]}}
+    broken["available_node_types"]["head"] = {**cluster["available_node_types"]["head"], "max_wokers": 1}
+    with pytest.raises(jsonschema.ValidationError, match="max_wokers"):
+        validate_config(prepare_config(broken))
+
+
+def test_head_on_demand_gpu_workers_spot_from_zero(cluster):
+    nodes = cluster["available_node_types"]
+    head = nodes[cluster["head_node_type"]]["node_config"]
+    assert "InstanceMarketOptions" not in head
+    gpu_groups = [n for n in nodes.values() if n.get("resources", {}).get("gpu_node")]
+    assert gpu_groups
+    for group in gpu_groups:
+        assert group["min_workers"] == 0 and group["max_workers"] > 0
+        assert group["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert "--dashboard-host=127.0.0.1" in " ".join(cluster["head_start_ray_commands"])
