@@ -10,7 +10,7 @@ from actors.rows import Batch, good_rows, objects
 from miner import index as shard_index
 from miner.arrow import matrix
 from miner.config import IndexConfig, ScoringConfig, StorageConfig
-from miner.schemas import ERROR, REASON
+from miner.schemas import ERROR, REASON, SHARD
 from miner.scoring import best_match, merge_topk
 from miner.storage import filesystem, join
 
@@ -104,4 +104,5 @@ class GarmentScorer:
             "n_candidates": valid.sum(axis=1).astype(np.int32),
             REASON: batch[REASON],
             ERROR: batch[ERROR],
+            SHARD: batch[SHARD],
         }

@@ -11,19 +11,23 @@ import time
 from contextlib import contextmanager
 
 import ray
+from ray.data.expressions import col
 
 from actors.captioner import CropDescriber
 from actors.decoder import decode_images
 from actors.detector import CropDetector, whole_image_crops
 from actors.embedder import CropEmbedder
 from actors.scorer import GarmentScorer
-from miner import build_index, schemas, tier_stage
+from miner import build_index, commits, schemas, tier_stage
+from miner.commits import ShardCommit
 from miner.config import MineConfig, config_hash, load_config, to_yaml
 from miner.dataflow import SplitParquetSink, check_unique_ids, map_with_actors, read_manifest, read_parquet_dir
+from miner.schemas import SHARD
 from miner.storage import join, make_dirs, write_bytes
 from miner.tiering import TIERS, UNMATCHED
 
 CROPS, INDEX, SCORED, PAIRS, QUARANTINE = "crops", "index", "scored", "pairs", "quarantine"
+GARMENT_IDS = ("garment_id", "garment_uri")  # id and uri columns of scored garment rows
 
 
 def describe(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
@@ -48,49 +52,83 @@ def decoded(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
     )
 
 
-def write(
-    ds, out: str, schema, stage: str, ids: tuple[str, str], cfg: MineConfig, count_by: str | None = None
-) -> SplitParquetSink:
-    """Write good rows to `out`, quarantined ones to quarantine/<stage>; ids: the (id, uri) columns."""
-    quarantine = join(cfg.output, QUARANTINE, stage)
-    sink = SplitParquetSink(join(cfg.output, out), schema, quarantine, stage, *ids, cfg.storage, count_by)
-    ds.write_datasink(sink)
-    return sink
+def run_in_shards(
+    stage: str, table: str, manifest: ray.data.Dataset, pipeline, schema, ids: tuple[str, str], cfg: MineConfig
+) -> tuple[dict[int, ShardCommit], int]:
+    """Run `pipeline` over the manifest's uncommitted work shards, `work.shards_per_execution` at a
+    time: clear each shard's partial files, write, then commit. Returns every committed shard of
+    the stage and how many this call processed."""
+    done = commits.committed(cfg.output, stage, cfg.work.shards, cfg.storage)
+    pending = [k for k in range(cfg.work.shards) if k not in done]
+    quarantine = f"{QUARANTINE}/{stage}"
+    for start in range(0, len(pending), cfg.work.shards_per_execution):
+        group = pending[start : start + cfg.work.shards_per_execution]
+        for shard in group:
+            for folder in (table, quarantine):
+                commits.clear(join(cfg.output, commits.shard_dir(folder, shard)), cfg.storage)
+        sink = SplitParquetSink(cfg.output, table, schema, quarantine, stage, *ids, cfg.storage)
+        pipeline(manifest.filter(expr=col(SHARD).is_in(group))).write_datasink(sink)
+        for shard in group:
+            done[shard] = sink.shards.get(shard, ShardCommit())
+            commits.commit(cfg.output, stage, shard, done[shard], cfg.storage)
+        print(f"[lookbook-miner] {stage}: committed shards {group} ({len(done)}/{cfg.work.shards})", flush=True)
+    return done, len(pending)
 
 
-def mine_lookbook(cfg: MineConfig) -> SplitParquetSink:
-    ds = decoded(read_manifest(cfg.lookbook, "image_id", (), cfg.storage), cfg)
-    ds = describe(map_with_actors(ds, CropDetector, cfg.detector.pool, cfg=cfg.detector, storage=cfg.storage), cfg)
-    return write(
-        ds,
-        CROPS,
-        lambda batch: schemas.crops(batch["embedding"].shape[1], cfg.embedder.store_dtype),
-        "lookbook",
-        ("image_id", "uri"),
-        cfg,
-    )
+def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
+    """Manifest rows -> crop rows with embeddings and descriptions."""
+    ds = map_with_actors(decoded(ds, cfg), CropDetector, cfg.detector.pool, cfg=cfg.detector, storage=cfg.storage)
+    return describe(ds, cfg)
 
 
-def score_garments(cfg: MineConfig) -> SplitParquetSink:
-    ds = decoded(read_manifest(cfg.garments, "garment_id", ("text",), cfg.storage), cfg)
-    ds = describe(ds.map_batches(whole_image_crops, fn_kwargs={"cfg": cfg.detector}), cfg)
-    ds = map_with_actors(
-        ds,
-        GarmentScorer,
-        cfg.scoring.pool,
-        index_dir=join(cfg.output, INDEX),
-        cfg=cfg.scoring,
-        index_cfg=cfg.index,
-        storage=cfg.storage,
-    )
-    return write(ds, SCORED, lambda batch: schemas.SCORED, "garments", ("garment_id", "garment_uri"), cfg)
+def garment_pipeline(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
+    """Manifest rows -> one scored row per garment (its best crop in the index)."""
+    ds = describe(decoded(ds, cfg).map_batches(whole_image_crops, fn_kwargs={"cfg": cfg.detector}), cfg)
+    return map_with_actors(
+        ds, GarmentScorer, cfg.scoring.pool,
+        index_dir=join(cfg.output, INDEX), cfg=cfg.scoring, index_cfg=cfg.index, storage=cfg.storage,
+    )  # fmt: skip
 
 
-def tier_pairs(cfg: MineConfig) -> SplitParquetSink:
+def mine_lookbook(cfg: MineConfig) -> tuple[dict[int, ShardCommit], int]:
+    manifest = read_manifest(cfg.lookbook, "image_id", (), cfg.work.shards, cfg.storage)
+    schema = lambda batch: schemas.crops(batch["embedding"].shape[1], cfg.embedder.store_dtype)  # noqa: E731
+    pipeline = lambda ds: lookbook_pipeline(ds, cfg)  # noqa: E731
+    return run_in_shards("lookbook", CROPS, manifest, pipeline, schema, ("image_id", "uri"), cfg)
+
+
+def score_garments(cfg: MineConfig) -> tuple[dict[int, ShardCommit], int]:
+    manifest = read_manifest(cfg.garments, "garment_id", ("text",), cfg.work.shards, cfg.storage)
+    pipeline = lambda ds: garment_pipeline(ds, cfg)  # noqa: E731
+    return run_in_shards("garments", SCORED, manifest, pipeline, lambda b: schemas.SCORED, GARMENT_IDS, cfg)
+
+
+def tier_pairs(cfg: MineConfig) -> ShardCommit:
+    """Tier every scored garment (cheap: no model runs), replacing any earlier pairs."""
     scored = read_parquet_dir(join(cfg.output, SCORED), cfg.storage)
     cutoffs = tier_stage.count_cutoffs(scored, cfg.tiers, cfg.scoring) if cfg.tiers.mode == "count" else None
-    ds = scored.map_batches(tier_stage.assign, fn_kwargs={"cfg": cfg.tiers, "cutoffs": cutoffs})
-    return write(ds, PAIRS, lambda batch: schemas.PAIRS, "tiering", ("garment_id", "garment_uri"), cfg, count_by="tier")
+    commits.clear(join(cfg.output, PAIRS), cfg.storage)
+    sink = SplitParquetSink(
+        cfg.output,
+        PAIRS,
+        lambda b: schemas.PAIRS,
+        f"{QUARANTINE}/tiering",
+        "tiering",
+        *GARMENT_IDS,
+        cfg.storage,
+        "tier",
+    )
+    scored.map_batches(tier_stage.assign, fn_kwargs={"cfg": cfg.tiers, "cutoffs": cutoffs}).write_datasink(sink)
+    return sink.shards.get(0, ShardCommit())
+
+
+def totals(done: dict[int, ShardCommit]) -> tuple[int, dict[str, int]]:
+    """Rows, and quarantined rows by reason, over committed shards."""
+    reasons: dict[str, int] = {}
+    for shard in done.values():
+        for reason, count in shard.quarantined.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    return sum(s.rows for s in done.values()), reasons
 
 
 @contextmanager
@@ -105,33 +143,45 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
-    make_dirs(cfg.output, cfg.storage)
     times: dict[str, float] = {}
     with timed(times, "validate"):
         counts = {
-            "lookbook_images": check_unique_ids(read_manifest(cfg.lookbook, "image_id", (), cfg.storage), "lookbook"),
-            "garments": check_unique_ids(read_manifest(cfg.garments, "garment_id", ("text",), cfg.storage), "garments"),
+            "lookbook_images": check_unique_ids(
+                read_manifest(cfg.lookbook, "image_id", (), 1, cfg.storage), "lookbook"
+            ),
+            "garments": check_unique_ids(
+                read_manifest(cfg.garments, "garment_id", ("text",), 1, cfg.storage), "garments"
+            ),
         }
+        make_dirs(cfg.output, cfg.storage)
+        commits.claim(cfg.output, config_hash(cfg), cfg.force, cfg.storage)
     with timed(times, "lookbook"):
-        crops = mine_lookbook(cfg)
+        crops, lookbook_processed = mine_lookbook(cfg)
     with timed(times, "index"):
         manifest = build_index.build(join(cfg.output, CROPS), join(cfg.output, INDEX), cfg.index, cfg.storage)
     with timed(times, "scoring"):
-        scored = score_garments(cfg)
+        scored, garments_processed = score_garments(cfg)
     with timed(times, "tiering"):
         tiers = tier_pairs(cfg)
+    crop_rows, lookbook_quarantine = totals(crops)
+    scored_rows, garment_quarantine = totals(scored)
     summary = {
         "config_hash": config_hash(cfg),
         "models": models_used(cfg),
         "counts": {
             **counts,
-            "crops": crops.counts.rows,
+            "crops": crop_rows,
             "index_rows": sum(s.rows for s in manifest.shards),
             "index_shards": len(manifest.shards),
-            "garments_scored": scored.counts.rows,
+            "garments_scored": scored_rows,
         },
-        "tiers": {tier: tiers.counts.by_value.get(tier, 0) for tier in (*TIERS, UNMATCHED)},
-        "quarantine": {"lookbook": dict(crops.counts.quarantined), "garments": dict(scored.counts.quarantined)},
+        "tiers": {tier: tiers.by_value.get(tier, 0) for tier in (*TIERS, UNMATCHED)},
+        "quarantine": {"lookbook": lookbook_quarantine, "garments": garment_quarantine},
+        "work_shards": {
+            "total": cfg.work.shards,
+            "lookbook_processed": lookbook_processed,
+            "garments_processed": garments_processed,
+        },
         "seconds": times,
     }
     write_bytes(join(cfg.output, "summary.json"), json.dumps(summary, indent=2).encode(), cfg.storage)

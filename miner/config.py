@@ -111,13 +111,21 @@ class CaptionerConfig:
 
 @dataclass
 class IndexConfig:
-    """FAISS index over crop image embeddings, inner product on unit vectors (= cosine)."""
+    """FAISS index over crop image embeddings, inner product on unit vectors (= cosine).
+
+    `factory` "auto" picks the type from the row count and `memory_budget_gb` (the whole index,
+    as one searcher loads it; see `miner.index.pick_factory`); `nprobe` None means the picked
+    type's default (`miner.index.default_nprobe`). `num_cpus` / `num_gpus` are per build task.
+    """
 
     shards: int = 4
-    factory: str = "Flat"
+    factory: str = "auto"
+    memory_budget_gb: float = 8.0
     train_sample: int = 100_000
-    nprobe: int = 16
+    nprobe: int | None = None
     use_gpu: str = "auto"
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
 
 
 @dataclass
@@ -141,6 +149,15 @@ class ScoringConfig:
 
 
 @dataclass
+class WorkConfig:
+    """Resumable units of work: each manifest is split into `shards` by id hash; each Ray Data
+    execution processes `shards_per_execution` of them, then commits them."""
+
+    shards: int = 64
+    shards_per_execution: int = 8
+
+
+@dataclass
 class MineConfig:
     """The whole mining job."""
 
@@ -149,6 +166,8 @@ class MineConfig:
     output: str = MISSING
     ray_address: str | None = None
     progress: bool = True
+    force: bool = False
+    work: WorkConfig = field(default_factory=WorkConfig)
     vocab: dict[str, list[str]] = field(default_factory=dict)
     storage: StorageConfig = field(default_factory=StorageConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -191,6 +210,8 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError(f"captioner.prompts has no prompt for attributes {sorted(missing)}")
     if cfg.embedder.store_dtype not in ("float32", "float16"):
         raise ValueError(f"embedder.store_dtype must be 'float32' or 'float16', got {cfg.embedder.store_dtype!r}")
+    if cfg.work.shards < 1 or cfg.work.shards_per_execution < 1:
+        raise ValueError("work.shards and work.shards_per_execution must be >= 1")
     if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
         raise ValueError("index.shards and scoring.top_k must be >= 1")
 
@@ -200,6 +221,13 @@ def to_yaml(cfg: MineConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
 
 
+RUNTIME_KEYS = ("ray_address", "progress", "force")  # how a run is driven, not what it computes
+
+
 def config_hash(cfg: MineConfig) -> str:
-    """sha256 (first 16 hex digits) of the resolved configuration; identifies a run's settings."""
-    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:16]
+    """sha256 (first 16 hex digits) of the resolved configuration less `RUNTIME_KEYS`: what
+    determines a run's output."""
+    settings = OmegaConf.to_container(OmegaConf.structured(cfg))
+    for key in RUNTIME_KEYS:
+        del settings[key]
+    return hashlib.sha256(OmegaConf.to_yaml(settings, sort_keys=True).encode()).hexdigest()[:16]

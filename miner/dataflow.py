@@ -7,9 +7,8 @@ the others to the quarantine table, so each input row ends in exactly one of the
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -21,8 +20,9 @@ from ray.data.datasource import Datasink
 from ray.data.expressions import col
 
 from miner import arrow
+from miner.commits import ShardCommit, shard_dir, shard_of
 from miner.config import PoolConfig, StorageConfig
-from miner.schemas import ERROR, QUARANTINE, REASON
+from miner.schemas import ERROR, QUARANTINE, REASON, SHARD
 from miner.storage import filesystem, join, write_bytes
 
 MANIFEST_READERS = {".parquet": ray.data.read_parquet, ".csv": ray.data.read_csv, ".jsonl": ray.data.read_json}
@@ -32,8 +32,9 @@ class ManifestError(ValueError):
     """A manifest is unusable: missing columns, null or duplicate ids, unknown format."""
 
 
-def read_manifest(uri: str, id_column: str, optional: tuple[str, ...], storage: StorageConfig) -> Dataset:
-    """The manifest as rows of string columns (`image_id`, `uri`, *optional), whatever its format.
+def read_manifest(uri: str, id_column: str, optional: tuple[str, ...], shards: int, storage: StorageConfig) -> Dataset:
+    """The manifest as rows of string columns (`image_id`, `uri`, *optional) plus the work `shard`
+    of each row (see `commits.shard_of`), whatever its format.
 
     `id_column` is renamed to `image_id` so garments and lookbook images share one pipeline;
     optional columns absent from the file are filled with "".
@@ -48,12 +49,11 @@ def read_manifest(uri: str, id_column: str, optional: tuple[str, ...], storage: 
         raise ManifestError(f"manifest {uri} lacks columns {sorted(missing)} (has {sorted(present)})")
     keep = [id_column, "uri", *(c for c in optional if c in present)]
     fill = tuple(c for c in optional if c not in present)
-    return ds.select_columns(keep).map_batches(
-        _normalise_manifest, fn_kwargs={"id_column": id_column, "fill": fill}, batch_format="pyarrow"
-    )
+    kwargs = {"id_column": id_column, "fill": fill, "shards": shards}
+    return ds.select_columns(keep).map_batches(_normalise_manifest, fn_kwargs=kwargs, batch_format="pyarrow")
 
 
-def _normalise_manifest(batch: pa.Table, id_column: str, fill: tuple[str, ...]) -> pa.Table:
+def _normalise_manifest(batch: pa.Table, id_column: str, fill: tuple[str, ...], shards: int) -> pa.Table:
     if batch[id_column].null_count or batch["uri"].null_count:
         raise ManifestError(f"manifest has rows with a null {id_column} or uri")
     columns = {"image_id": batch[id_column].cast(pa.string()), "uri": batch["uri"].cast(pa.string())}
@@ -62,6 +62,7 @@ def _normalise_manifest(batch: pa.Table, id_column: str, fill: tuple[str, ...]) 
             columns[name] = batch[name].cast(pa.string()).fill_null("")
     for name in fill:
         columns[name] = pa.array([""] * len(batch), pa.string())
+    columns[SHARD] = pa.array(shard_of(columns["image_id"].to_numpy(zero_copy_only=False), shards))
     return pa.table(columns)
 
 
@@ -81,9 +82,10 @@ def check_unique_ids(ds: Dataset, label: str, id_column: str = "image_id", rows_
 
 
 def read_parquet_dir(uri: str, storage: StorageConfig) -> Dataset:
-    """A folder of Parquet files written by a SplitParquetSink, as a dataset."""
+    """A folder of Parquet files written by a SplitParquetSink, as a dataset (the `shard=K`
+    folder names are not read as a column)."""
     fs, path = filesystem(uri, storage)
-    return ray.data.read_parquet(path, filesystem=fs)
+    return ray.data.read_parquet(path, filesystem=fs, partitioning=None)
 
 
 def map_with_actors(ds: Dataset, actor_class: type, pool: PoolConfig, **constructor_kwargs) -> Dataset:
@@ -99,59 +101,60 @@ def map_with_actors(ds: Dataset, actor_class: type, pool: PoolConfig, **construc
     )
 
 
-@dataclass
-class SplitCounts:
-    """Rows written by a SplitParquetSink: to the output table, and to quarantine by reason."""
-
-    rows: int = 0
-    quarantined: Counter = field(default_factory=Counter)
-    by_value: Counter = field(default_factory=Counter)
-
-
-class SplitParquetSink(Datasink[SplitCounts]):
-    """Writes good rows (empty `reason`) to `<out_dir>/part-NNNNNN.parquet` with `schema(batch)`,
-    quarantined rows to `<quarantine_dir>/part-NNNNNN.parquet` (QUARANTINE schema, with `stage`).
-
-    File names depend only on the write task's index, so a retried task overwrites its own
-    files. After the write, `counts` holds the totals (good rows also by `count_by` value).
-    Rows without a `reason` column are all good.
+class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
+    """Writes good rows (empty `reason`) of work shard K to `<output>/<table>/shard=K/part-T.parquet`
+    with `schema(batch)`, quarantined rows to `<output>/<quarantine>/shard=K/part-T.parquet`
+    (QUARANTINE schema, with `stage`); T is the write task's index, so a retried task overwrites its
+    own files. Rows without a `shard` column belong to shard 0; without `reason`, all are good.
+    After the write, `shards` holds per shard the counts (good rows also by `count_by` value) and
+    the files written, relative to `output`: what the shard's commit marker records.
     """
 
     def __init__(
         self,
-        out_dir: str,
+        output: str,
+        table: str,
         schema: Callable[[dict[str, np.ndarray]], pa.Schema],
-        quarantine_dir: str,
+        quarantine: str,
         stage: str,
         id_column: str,
         uri_column: str,
         storage: StorageConfig,
         count_by: str | None = None,
     ):
-        self.out_dir, self.schema, self.quarantine_dir, self.stage = out_dir, schema, quarantine_dir, stage
-        self.id_column, self.uri_column, self.storage, self.count_by = id_column, uri_column, storage, count_by
-        self.counts = SplitCounts()
+        self.output, self.table, self.schema, self.quarantine = output, table, schema, quarantine
+        self.stage, self.id_column, self.uri_column = stage, id_column, uri_column
+        self.storage, self.count_by = storage, count_by
+        self.shards: dict[int, ShardCommit] = {}
 
-    def write(self, blocks: Iterable[Block], ctx) -> SplitCounts:
-        counts = SplitCounts()
-        good_parts, bad_parts = [], []
+    def write(self, blocks: Iterable[Block], ctx) -> dict[int, ShardCommit]:
+        parts: dict[tuple[int, str], list[pa.Table]] = defaultdict(list)
+        done: dict[int, ShardCommit] = defaultdict(ShardCommit)
         for block in blocks:
-            batch = BlockAccessor.for_block(block).to_numpy()
-            reasons = batch.get(REASON, np.full(BlockAccessor.for_block(block).num_rows(), "", dtype=object))
-            good = reasons == ""
-            if good.any():
-                good_parts.append(arrow.table({k: v[good] for k, v in batch.items()}, self.schema(batch)))
-            if (~good).any():
-                bad_parts.append(self._quarantine({k: v[~good] for k, v in batch.items()}))
-                counts.quarantined.update(reasons[~good].tolist())
-            if self.count_by:
-                counts.by_value.update(batch[self.count_by][good].tolist())
-            counts.rows += int(good.sum())
-        name = f"part-{ctx.task_idx:06d}.parquet"
-        for parts, folder in ((good_parts, self.out_dir), (bad_parts, self.quarantine_dir)):
-            if parts:
-                write_table(pa.concat_tables(parts), join(folder, name), self.storage)
-        return counts
+            accessor = BlockAccessor.for_block(block)
+            batch = accessor.to_numpy()
+            n = accessor.num_rows()
+            reasons = batch.get(REASON, np.full(n, "", dtype=object))
+            shards = batch.get(SHARD, np.zeros(n, dtype=np.int32))
+            for shard in np.unique(shards).tolist():
+                here = shards == shard
+                good, bad = here & (reasons == ""), here & (reasons != "")
+                counts = done[shard]
+                if good.any():
+                    parts[shard, self.table].append(
+                        arrow.table({k: v[good] for k, v in batch.items()}, self.schema(batch))
+                    )
+                    counts.rows += int(good.sum())
+                    if self.count_by:
+                        _add(counts.by_value, batch[self.count_by][good])
+                if bad.any():
+                    parts[shard, self.quarantine].append(self._quarantine({k: v[bad] for k, v in batch.items()}))
+                    _add(counts.quarantined, reasons[bad])
+        for (shard, folder), tables in parts.items():
+            relative = f"{shard_dir(folder, shard)}/part-{ctx.task_idx:06d}.parquet"
+            write_table(pa.concat_tables(tables), join(self.output, relative), self.storage)
+            done[shard].files.append(relative)
+        return dict(done)
 
     def _quarantine(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch[REASON])
@@ -165,10 +168,19 @@ class SplitParquetSink(Datasink[SplitCounts]):
         return arrow.table(columns, QUARANTINE)
 
     def on_write_complete(self, write_result) -> None:
-        for counts in write_result.write_returns:
-            self.counts.rows += counts.rows
-            self.counts.quarantined.update(counts.quarantined)
-            self.counts.by_value.update(counts.by_value)
+        for per_shard in write_result.write_returns:
+            for shard, counts in per_shard.items():
+                total = self.shards.setdefault(shard, ShardCommit())
+                total.rows += counts.rows
+                _add(total.quarantined, counts.quarantined)
+                _add(total.by_value, counts.by_value)
+                total.files.extend(counts.files)
+
+
+def _add(totals: dict[str, int], values) -> None:
+    """Add counts to `totals`: from a mapping of counts, or one per item of an array of values."""
+    for key, count in values.items() if isinstance(values, dict) else Counter(values.tolist()).items():
+        totals[key] = totals.get(key, 0) + count
 
 
 def write_table(table: pa.Table, uri: str, storage: StorageConfig) -> None:

@@ -48,7 +48,7 @@ def run(inputs, model_overrides, local_ray, tmp_path_factory):
 
 
 def read(run, name: str) -> pa.Table:
-    return pq.read_table(run["output"] / name)
+    return pq.read_table(run["output"] / name, partitioning=None)
 
 
 def ids(table: pa.Table, column: str) -> list[str]:

@@ -1,0 +1,114 @@
+"""Resume after preemption: committed work shards are skipped, partial ones redone, and the pairs
+equal those of an uninterrupted run; a changed config is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import mine
+from miner import commits
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.ray
+SHARDS = 4
+
+
+def pairs(output) -> list[dict]:
+    table = pq.read_table(output / mine.PAIRS, partitioning=None)
+    return sorted(table.to_pylist(), key=lambda row: row["garment_id"])
+
+
+def assert_same_pairs(got: list[dict], expected: list[dict]) -> None:
+    """Same garments, matches and tiers; scores equal up to float noise from different batching."""
+    matches = ("garment_id", "image_id", "crop_id", "tier")
+    assert [[r[k] for k in matches] for r in got] == [[r[k] for k in matches] for r in expected]
+    for column in ("s_vlm", "s_siglip", "score"):
+        np.testing.assert_allclose([r[column] for r in got], [r[column] for r in expected], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def args(sample, model_overrides):
+    return [
+        *model_overrides,
+        f"lookbook={sample.lookbook_path}",
+        f"garments={sample.garments_path}",
+        f"work.shards={SHARDS}",
+        "work.shards_per_execution=1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def clean_run(args, local_ray, tmp_path_factory):
+    output = tmp_path_factory.mktemp("clean") / "out"
+    summary = mine.main([*args, f"output={output}"])
+    assert summary["work_shards"] == {"total": SHARDS, "lookbook_processed": SHARDS, "garments_processed": SHARDS}
+    return output, summary
+
+
+def test_rerun_skips_everything_and_changes_nothing(clean_run, args):
+    output, first = clean_run
+    before = pairs(output)
+    again = mine.main([*args, f"output={output}"])
+    assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": 0, "garments_processed": 0}
+    assert again["counts"] == first["counts"] and again["tiers"] == first["tiers"]
+    assert pairs(output) == before
+
+
+def test_lost_shards_are_redone_and_stale_files_dropped(clean_run, args):
+    output, first = clean_run
+    before = pairs(output)
+    storage = mine.load_config([*args, f"output={output}"]).storage
+    (output / commits.marker("", "lookbook", 2).lstrip("/")).unlink()  # as if preempted before commit
+    (output / commits.marker("", "garments", 1).lstrip("/")).unlink()
+    stale = output / mine.CROPS / "shard=00002" / "part-999999.parquet"
+    stale.write_bytes(b"half-written")
+    again = mine.main([*args, f"output={output}"])
+    assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": 1, "garments_processed": 1}
+    assert not stale.exists()
+    assert again["counts"] == first["counts"]
+    assert pairs(output) == before
+    assert set(commits.committed(str(output), "lookbook", SHARDS, storage)) == set(range(SHARDS))
+
+
+def test_changed_config_is_refused_unless_forced(clean_run, args, tmp_path):
+    output, _ = clean_run
+    with pytest.raises(commits.ConfigChangedError, match="config hash"):
+        mine.main([*args, f"output={output}", "scoring.top_k=3"])
+    forced = mine.main([*args, f"output={output}", "scoring.top_k=3", "force=true"])
+    assert forced["work_shards"]["lookbook_processed"] == SHARDS
+
+
+def test_killed_driver_resumes_without_recomputing(args, local_ray, tmp_path):
+    """A real driver process (with its own local Ray) is killed after its first commit; the rerun
+    processes only the shards that were not committed."""
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "jobs.mine", *args, f"output={output}"]
+    driver = subprocess.Popen(
+        command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    first_marker = output / commits.marker("", "lookbook", 0).lstrip("/")
+    markers = output / commits.COMMITS / "lookbook"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (markers.exists() and any(markers.iterdir())):
+            assert driver.poll() is None, "the driver ended before committing a shard"
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        driver.wait()
+    committed_before = len(list(markers.iterdir()))
+    assert 1 <= committed_before < SHARDS, first_marker
+    resumed = mine.main([*args, f"output={output}"])
+    assert resumed["work_shards"]["lookbook_processed"] == SHARDS - committed_before
+    clean = tmp_path / "clean"
+    mine.main([*args, f"output={clean}", "work.shards_per_execution=4"])
+    assert_same_pairs(pairs(output), pairs(clean))
