@@ -10,6 +10,7 @@ import pytest
 import ray
 
 from miner import tier_stage
+from miner.commits import shard_of
 from miner.config import ScoringConfig, StorageConfig, TierConfig
 from miner.dataflow import ManifestError, check_unique_ids, read_manifest
 from miner.tiering import TIERS, UNMATCHED
@@ -21,21 +22,22 @@ STORAGE = StorageConfig()
 def test_jsonl_manifest_is_read_and_optional_columns_filled(local_ray, tmp_path):
     path = tmp_path / "garments.jsonl"
     path.write_text("".join(json.dumps({"garment_id": f"g{i}", "uri": f"/x/{i}.png"}) + "\n" for i in range(5)))
-    ds = read_manifest(str(path), "garment_id", ("text",), STORAGE)
+    ds = read_manifest(str(path), "garment_id", ("text",), 4, STORAGE)
     rows = sorted(ds.take_all(), key=lambda r: r["image_id"])
-    assert rows[0] == {"image_id": "g0", "uri": "/x/0.png", "text": ""}
+    assert rows[0] == {"image_id": "g0", "uri": "/x/0.png", "text": "", "shard": shard_of(np.array(["g0"]), 4)[0]}
+    assert {r["shard"] for r in rows} <= set(range(4))
     assert check_unique_ids(ds, "garments") == 5
 
 
 def test_manifest_errors_name_the_problem(local_ray, tmp_path):
     (tmp_path / "m.csv").write_text("id,path\na,/x\n")
     with pytest.raises(ManifestError, match=r"lacks columns \['image_id', 'uri'\]"):
-        read_manifest(str(tmp_path / "m.csv"), "image_id", (), STORAGE)
+        read_manifest(str(tmp_path / "m.csv"), "image_id", (), 1, STORAGE)
     with pytest.raises(ManifestError, match="unknown format '.txt'"):
-        read_manifest(str(tmp_path / "m.txt"), "image_id", (), STORAGE)
+        read_manifest(str(tmp_path / "m.txt"), "image_id", (), 1, STORAGE)
     (tmp_path / "d.csv").write_text("image_id,uri\na,/1\nb,/2\na,/3\n")
     with pytest.raises(ManifestError, match=r"duplicate ids: 'a' \(x2\)"):
-        check_unique_ids(read_manifest(str(tmp_path / "d.csv"), "image_id", (), STORAGE), "lookbook")
+        check_unique_ids(read_manifest(str(tmp_path / "d.csv"), "image_id", (), 1, STORAGE), "lookbook")
 
 
 @pytest.mark.parametrize("bins", [1, 16, 4096])
