@@ -3,7 +3,6 @@
 import io
 import resource
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from PIL import Image
 from miner import images
 from miner.config import DecodeConfig
 from miner.images import decode
+
+from .bad_files import png_declaring
 
 LIMITS = DecodeConfig(max_side=200, min_side=32)
 
@@ -28,17 +29,6 @@ def _halves(width: int, height: int) -> np.ndarray:
     pixels[:, : width // 2] = (255, 0, 0)
     pixels[:, width // 2 :] = (0, 0, 255)
     return pixels
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares width x height 8-bit RGB pixels, followed by one small IDAT."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" + b"\x00" * 3 * 16)  # one filter byte + a few pixels of row 0
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _assert_failed(result: images.Decoded, reason: str) -> None:
@@ -130,7 +120,7 @@ def test_too_small() -> None:
 
 
 def test_declared_30000x30000_png_is_a_bomb_without_allocating() -> None:
-    data = _png_header_only(30000, 30000)
+    data = png_declaring(30000, 30000)
     assert len(data) < 200
     assert struct.unpack(">II", data[16:24]) == (30000, 30000)  # IHDR width, height
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -141,13 +131,13 @@ def test_declared_30000x30000_png_is_a_bomb_without_allocating() -> None:
 
 
 def test_declared_10000x9000_png_with_lowered_max_pixels() -> None:
-    result = decode(_png_header_only(10000, 9000), DecodeConfig(max_pixels=10_000_000))
+    result = decode(png_declaring(10000, 9000), DecodeConfig(max_pixels=10_000_000))
     _assert_failed(result, images.DECOMPRESSION_BOMB)
 
 
 def test_max_pixels_is_enforced_below_pillows_own_limit() -> None:
     # 3000x2000 = 6 Mpx is far below Pillow's default bomb threshold: only limits.max_pixels refuses it
-    data = _png_header_only(3000, 2000)
+    data = png_declaring(3000, 2000)
     result = decode(data, DecodeConfig(max_pixels=5_999_999))
     _assert_failed(result, images.DECOMPRESSION_BOMB)
     assert "3000x2000" in result.error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -10,14 +11,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from jobs import mine
 from miner import schemas
 from miner.dataflow import ManifestError
-from miner.images import DECODE_ERROR, NOT_FOUND
+from miner.images import DECODE_ERROR, DECOMPRESSION_BOMB, NOT_FOUND, UNSUPPORTED_FORMAT
 from miner.index import IndexManifest, sha256
 from miner.tiering import TIERS, UNMATCHED
 
+from .bad_files import png_declaring
 from .conftest import REPO
 
 pytestmark = pytest.mark.ray
@@ -25,11 +28,23 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def inputs(sample, tmp_path_factory):
-    """The sample's manifests plus a missing lookbook file, and garments as CSV with one corrupt image."""
+    """The sample's manifests (with their zero-byte and truncated JPEGs) plus more bad lookbook files,
+    and garments as CSV with one corrupt image."""
     root = tmp_path_factory.mktemp("inputs")
     lookbook = pq.read_table(sample.lookbook_path)
-    missing = pa.table({"image_id": ["l_missing"], "uri": [str(root / "nowhere.jpg")]})
-    pq.write_table(pa.concat_tables([lookbook, missing]), root / "lookbook.parquet")
+    gif = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(gif, "GIF")
+    bad = {  # id: (file name, bytes or None for a missing file)
+        "l_missing": ("nowhere.jpg", None),
+        "l_random": ("random.jpg", np.random.default_rng(1).bytes(5000)),
+        "l_gif_as_jpg": ("wrong-extension.jpg", gif.getvalue()),
+        "l_bomb": ("bomb.png", png_declaring(30000, 30000)),
+    }
+    for name, data in bad.values():
+        if data is not None:
+            (root / name).write_bytes(data)
+    extra = pa.table({"image_id": list(bad), "uri": [str(root / name) for name, _ in bad.values()]})
+    pq.write_table(pa.concat_tables([lookbook, extra]), root / "lookbook.parquet")
     (root / "corrupt.png").write_bytes(np.random.default_rng(0).bytes(2000))
     garments = pq.read_table(sample.garments_path).select(["garment_id", "uri", "text"])
     corrupt = pa.table({"garment_id": ["g_corrupt"], "uri": [str(root / "corrupt.png")], "text": [""]})
@@ -75,11 +90,23 @@ def test_every_garment_is_paired_once_or_quarantined(run, inputs):
 def test_bad_files_are_quarantined_with_reasons(run, sample):
     lookbook = read(run, f"{mine.QUARANTINE}/lookbook").to_pylist()
     reasons = {row["id"]: row["reason"] for row in lookbook}
-    assert reasons == {**{bad: DECODE_ERROR for bad in sample.bad_ids}, "l_missing": NOT_FOUND}
+    expected = {
+        **dict.fromkeys(sample.bad_ids, DECODE_ERROR),  # a zero-byte file and a truncated JPEG
+        "l_missing": NOT_FOUND,
+        "l_random": DECODE_ERROR,
+        "l_gif_as_jpg": UNSUPPORTED_FORMAT,
+        "l_bomb": DECOMPRESSION_BOMB,
+    }
+    assert reasons == expected
     assert all(row["stage"] == "lookbook" and row["error"] for row in lookbook)
     garments = read(run, f"{mine.QUARANTINE}/garments").to_pylist()
     assert [(g["id"], g["reason"]) for g in garments] == [("g_corrupt", DECODE_ERROR)]
-    assert run["summary"]["quarantine"]["lookbook"] == {DECODE_ERROR: 2, NOT_FOUND: 1}
+    assert run["summary"]["quarantine"]["lookbook"] == {
+        DECODE_ERROR: 3,
+        NOT_FOUND: 1,
+        UNSUPPORTED_FORMAT: 1,
+        DECOMPRESSION_BOMB: 1,
+    }
 
 
 def test_output_schemas(run):
