@@ -1,11 +1,14 @@
 """Index stage: crop embeddings (Parquet) -> FAISS shards built in parallel Ray tasks + manifest.
 
 Global ids are row positions in the sorted list of crop files, so each shard holds a contiguous
-id range and no process ever holds more than one shard's vectors.
+id range. One task trains the shared template on a sample drawn across all files (at most
+`index.train_sample` rows), then one task per shard fills a copy of it: no process ever holds
+more than one shard's vectors or the training sample.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
@@ -41,12 +44,23 @@ def read_payload(files: list[str], slices: list[shard_index.FileSlice], storage:
     return pa.concat_tables(tables)
 
 
+def read_sample(files: list[str], sample: list[tuple[int, np.ndarray]], storage: StorageConfig) -> np.ndarray:
+    """(n, dim) float32 embeddings of the sampled rows, reading one file's embedding column at a time."""
+    parts = []
+    for position, rows in sample:
+        fs, path = filesystem(files[position], storage)
+        column = pq.read_table(path, filesystem=fs, columns=["embedding"])["embedding"]
+        parts.append(matrix(column.take(pa.array(rows))))
+    return np.concatenate(parts)
+
+
 @ray.remote
 def _train(
-    files: list[str], slices: list[shard_index.FileSlice], cfg: IndexConfig, storage: StorageConfig
-) -> bytes | None:
-    sample = matrix(read_payload(files, slices, storage)["embedding"])[: cfg.train_sample]
-    return shard_index.train_template(sample, cfg.factory, cfg.use_gpu)
+    files: list[str], counts: list[int], factory: str, nprobe: int, cfg: IndexConfig, storage: StorageConfig
+) -> tuple[bytes, int]:
+    """(serialized trained empty index, rows it was trained on)."""
+    sample = read_sample(files, shard_index.sample_rows(counts, cfg.train_sample), storage)
+    return shard_index.train_template(sample, factory, cfg.use_gpu, nprobe), len(sample)
 
 
 @ray.remote
@@ -55,13 +69,14 @@ def _build(
     files: list[str],
     slices: list[shard_index.FileSlice],
     id_start: int,
+    factory: str,
     template: bytes | None,
     index_dir: str,
     cfg: IndexConfig,
     storage: StorageConfig,
 ) -> shard_index.ShardEntry:
     payload = read_payload(files, slices, storage)
-    index = shard_index.build_shard(matrix(payload["embedding"]), id_start, cfg.factory, template, cfg.use_gpu)
+    index = shard_index.build_shard(matrix(payload["embedding"]), id_start, factory, template, cfg.use_gpu)
     data = shard_index.serialize(index)
     entry = shard_index.ShardEntry(
         index_file=f"shard-{shard:05d}.faiss",
@@ -77,19 +92,37 @@ def _build(
 
 
 def build(crops_dir: str, index_dir: str, cfg: IndexConfig, storage: StorageConfig) -> shard_index.IndexManifest:
-    """Build every shard (one Ray task each) and write `manifest.json` last."""
+    """Pick the index type, train its template once, build every shard (one Ray task each) and
+    write `manifest.json` last."""
     files = list_files(crops_dir, storage, ".parquet")
     counts, dims = footers(files, storage)
+    if len(dims) > 1:
+        raise ValueError(f"crop files under {crops_dir} mix embedding dimensions {sorted(dims)}")
+    dim, total = (dims.pop() if dims else 0), sum(counts)
+    budget = int(cfg.memory_budget_gb * 2**30)
+    factory, params = shard_index.resolve(cfg.factory, total, max(dim, 1), budget, cfg.nprobe)
     shards = shard_index.partition(counts, cfg.shards)
-    template = ray.get(_train.remote(files, shards[0][1], cfg, storage)) if shards else None
+    resources = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}
+    template, train_rows = None, 0
+    if shards and not shard_index.new_index(factory, dim).is_trained:
+        task = _train.options(**resources).remote(files, counts, factory, params["nprobe"], cfg, storage)
+        template, train_rows = ray.get(task)
     entries = ray.get(
         [
-            _build.remote(n, files, slices, start, template, index_dir, cfg, storage)
+            _build.options(**resources).remote(n, files, slices, start, factory, template, index_dir, cfg, storage)
             for n, (start, slices) in enumerate(shards)
         ]
     )
-    if len(dims) > 1:
-        raise ValueError(f"crop files under {crops_dir} mix embedding dimensions {sorted(dims)}")
-    manifest = shard_index.IndexManifest(cfg.factory, dims.pop() if dims else 0, "inner_product", cfg.nprobe, entries)
+    manifest = shard_index.IndexManifest(
+        index_type=factory,
+        dim=dim,
+        metric=shard_index.METRIC,
+        nprobe=params["nprobe"],
+        shards=entries,
+        rows=total,
+        train_rows=train_rows,
+        params=params,
+    )
+    manifest.check()
     write_bytes(join(index_dir, shard_index.MANIFEST), manifest.to_json().encode(), storage)
     return manifest
