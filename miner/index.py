@@ -209,13 +209,13 @@ def ivf_lists(n_rows: int) -> int:
 
 
 def default_nprobe(nlist: int) -> int:
-    """Lists a search visits: nlist/128, at least 16 (and at most nlist and the GPU limit).
+    """Lists a search visits: nlist/256, at least 16 (and at most nlist and the GPU limit).
 
     Measured with `python -m bench.index` on clustered unit vectors of dim 768 (bench/README.md):
-    recall@10 against exact search 0.998 at 1e5 rows (IVF1024, nprobe 16) and 0.995 at 1e6 rows
-    (IVF4096, nprobe 32), where half of that nprobe gives 0.978 and 0.968.
+    recall@10 against exact search 0.998 at 1e5 rows (IVF1024) and 0.968 at 1e6 rows (IVF4096),
+    both at nprobe 16; doubling nprobe roughly halves queries/s (0.995 at 1e6 with nprobe 32).
     """
-    return max(1, min(nlist, GPU_MAX_NPROBE, max(16, nlist // 128)))
+    return max(1, min(nlist, GPU_MAX_NPROBE, max(16, nlist // 256)))
 
 
 def pq_factory(nlist: int, m: int, dim: int) -> str:
@@ -444,8 +444,42 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None =
 def search_shards(
     indexes: list[faiss.Index], queries: np.ndarray, k: int, nprobe: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k over all shards: each shard's top-k merged by score, ties by lower id."""
+    """Exact top-k over all shards: each shard's top-k merged by score, ties by lower id.
+
+    When every shard is a CPU IVF index with the same coarse quantizer (as shards filled from one
+    template are), the queries are assigned to lists once and each shard scans those lists
+    (`search_preassigned`); the result is the same as searching each shard on its own.
+    """
     if not indexes:
         return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-    results = [search(index, queries, k, nprobe) for index in indexes]
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    ivfs = _shared_quantizer_ivfs(indexes)
+    if ivfs is None:
+        results = [search(index, queries, k, nprobe) for index in indexes]
+    else:
+        probe = min(nprobe or ivfs[0].nprobe, ivfs[0].nlist)
+        coarse_scores, lists = ivfs[0].quantizer.search(queries, probe)
+        results = []
+        for ivf in ivfs:
+            ivf.nprobe = probe
+            results.append(ivf.search_preassigned(queries, k, lists, coarse_scores))
     return merge_topk([s for s, _ in results], [i for _, i in results], k)
+
+
+def _shared_quantizer_ivfs(indexes: list[faiss.Index]) -> list[faiss.IndexIVF] | None:
+    """The shards as IndexIVF when all are plain CPU IVF indexes whose flat quantizers hold the
+    same centroids; else None."""
+    ivfs = [faiss.downcast_index(index) for index in indexes]
+    if len(ivfs) < 2 or not all(isinstance(ivf, faiss.IndexIVF) for ivf in ivfs):
+        return None
+    centroids = [_flat_vectors(ivf.quantizer) for ivf in ivfs]
+    if any(c is None for c in centroids) or not all(np.array_equal(centroids[0], c) for c in centroids[1:]):
+        return None
+    return ivfs
+
+
+def _flat_vectors(quantizer: faiss.Index) -> np.ndarray | None:
+    flat = faiss.downcast_index(quantizer)
+    if not isinstance(flat, faiss.IndexFlat):
+        return None
+    return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d)
