@@ -57,7 +57,8 @@ def test_job_reads_and_writes_s3(s3, sample, model_overrides, local_ray):
     )
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="runs/one/")["Contents"]}
     assert {"runs/one/summary.json", "runs/one/index/manifest.json"} <= keys
-    assert any(k.startswith("runs/one/pairs/part-") for k in keys)
+    assert any(k.startswith("runs/one/pairs/shard=00000/part-") for k in keys)
+    assert any(k.startswith("runs/one/_commits/lookbook/shard-") for k in keys)
     stored = json.loads(client.get_object(Bucket=BUCKET, Key="runs/one/summary.json")["Body"].read())
     assert stored["counts"] == summary["counts"]
     assert summary["counts"]["garments_scored"] == pq.read_table(sample.garments_path).num_rows
