@@ -444,42 +444,12 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None =
 def search_shards(
     indexes: list[faiss.Index], queries: np.ndarray, k: int, nprobe: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k over all shards: each shard's top-k merged by score, ties by lower id.
+    """Exact top-k over all shards: each shard's top-k (`search`) merged by score, ties by lower id.
 
-    When every shard is a CPU IVF index with the same coarse quantizer (as shards filled from one
-    template are), the queries are assigned to lists once and each shard scans those lists
-    (`search_preassigned`); the result is the same as searching each shard on its own.
+    (Assigning the queries to lists once and calling `search_preassigned` per shard was measured
+    1.8x slower with faiss-cpu 1.15 on 2 cores: the coarse step is < 5 % of an IVF search.)
     """
     if not indexes:
         return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    ivfs = _shared_quantizer_ivfs(indexes)
-    if ivfs is None:
-        results = [search(index, queries, k, nprobe) for index in indexes]
-    else:
-        probe = min(nprobe or ivfs[0].nprobe, ivfs[0].nlist)
-        coarse_scores, lists = ivfs[0].quantizer.search(queries, probe)
-        results = []
-        for ivf in ivfs:
-            ivf.nprobe = probe
-            results.append(ivf.search_preassigned(queries, k, lists, coarse_scores))
+    results = [search(index, queries, k, nprobe) for index in indexes]
     return merge_topk([s for s, _ in results], [i for _, i in results], k)
-
-
-def _shared_quantizer_ivfs(indexes: list[faiss.Index]) -> list[faiss.IndexIVF] | None:
-    """The shards as IndexIVF when all are plain CPU IVF indexes whose flat quantizers hold the
-    same centroids; else None."""
-    ivfs = [faiss.downcast_index(index) for index in indexes]
-    if len(ivfs) < 2 or not all(isinstance(ivf, faiss.IndexIVF) for ivf in ivfs):
-        return None
-    centroids = [_flat_vectors(ivf.quantizer) for ivf in ivfs]
-    if any(c is None for c in centroids) or not all(np.array_equal(centroids[0], c) for c in centroids[1:]):
-        return None
-    return ivfs
-
-
-def _flat_vectors(quantizer: faiss.Index) -> np.ndarray | None:
-    flat = faiss.downcast_index(quantizer)
-    if not isinstance(flat, faiss.IndexFlat):
-        return None
-    return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d)

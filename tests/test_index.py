@@ -415,13 +415,12 @@ def test_search_shards_equals_exact_and_empty() -> None:
 
 
 @pytest.mark.parametrize("factory", ["IVF32,Flat", "IVF32,PQ8"])
-def test_search_shards_assigns_lists_once_same_result(factory: str) -> None:
+def test_search_shards_is_the_merge_of_per_shard_searches(factory: str) -> None:
     rng = np.random.default_rng(11)
     vectors, queries = _clustered(rng, 3000, 16), _clustered(rng, 30, 16)
     template = train_template(vectors, factory, "off", nprobe=4)
     bounds = [0, 1000, 2000, 3000]
     shards = [build_shard(vectors[a:b], a, factory, template, "off") for a, b in itertools.pairwise(bounds)]
-    assert shard_index._shared_quantizer_ivfs(shards) is not None
     for nprobe in (None, 1, 4, 32):
         got_scores, got_ids = search_shards(shards, queries, 10, nprobe)
         results = [search(shard, queries, 10, nprobe) for shard in shards]
@@ -430,16 +429,6 @@ def test_search_shards_assigns_lists_once_same_result(factory: str) -> None:
         np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=1e-6)
     if factory == "IVF32,Flat":  # all lists probed: exact
         np.testing.assert_array_equal(search_shards(shards, queries, 10, 32)[1], _exact(vectors, queries, 10)[1])
-
-
-def test_search_shards_with_different_quantizers_searches_each() -> None:
-    rng = np.random.default_rng(12)
-    vectors, queries = _clustered(rng, 2000, 16), _clustered(rng, 10, 16)
-    first = build_shard(vectors[:1000], 0, "IVF16,Flat", train_template(vectors[:1000], "IVF16,Flat", "off"), "off")
-    second = build_shard(vectors[1000:], 1000, "IVF16,Flat", train_template(vectors[1000:], "IVF16,Flat", "off"), "off")
-    assert shard_index._shared_quantizer_ivfs([first, second]) is None
-    assert shard_index._shared_quantizer_ivfs([first, new_index("Flat", 16)]) is None
-    np.testing.assert_array_equal(search_shards([first, second], queries, 5, 16)[1], _exact(vectors, queries, 5)[1])
 
 
 def test_merge_breaks_score_ties_by_lower_id() -> None:
