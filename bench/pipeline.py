@@ -130,15 +130,17 @@ class TreeMonitor:
     """Samples this process and all its descendants every `interval` seconds from /proc.
 
     `peak`: the largest summed PSS (bytes) seen, with `peak_parts` splitting it by process kind.
-    `mark()` snapshots CPU time: the tree's (the last sample of each process, alive or gone) and the
-    machine's, so that `summary` can tell how many cores the run used and how many other users'
-    processes took meanwhile (a timing taken under such load is unreliable).
+    `mark()` snapshots CPU time: each process's (its last sample, alive or gone) and the machine's,
+    so that `summary` can tell how many cores the run used, by which processes, and how many other
+    users' processes took meanwhile (a timing taken under such load is unreliable). Processes that
+    live less than `interval` are missed.
     """
 
     def __init__(self, interval: float):
         self.interval, self.peak, self.peak_parts, self.samples = interval, 0, {}, 0
         self.cpu_by_pid: dict[int, float] = {}
         self.ready_at: dict[str, float] = {}
+        self.kind_by_pid: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -153,11 +155,11 @@ class TreeMonitor:
         self._thread.join()
         self.sample()
 
-    def mark(self) -> tuple[float, float, float]:
-        """(wall clock, CPU seconds of the tree so far, busy CPU seconds of the machine since boot)."""
+    def mark(self) -> tuple[float, float, dict[int, float]]:
+        """(wall clock, busy CPU seconds of the machine since boot, CPU seconds of each process so far)."""
         self.sample()
         with self._lock:
-            return time.perf_counter(), sum(self.cpu_by_pid.values()), _busy_cpu_s()
+            return time.perf_counter(), _busy_cpu_s(), dict(self.cpu_by_pid)
 
     def sample(self) -> None:
         me = psutil.Process()
@@ -176,20 +178,27 @@ class TreeMonitor:
             parts[kind] = parts.get(kind, 0) + pss
             with self._lock:
                 self.cpu_by_pid[proc.pid] = times.user + times.system
+                self.kind_by_pid[proc.pid] = kind
         with self._lock:
             self.samples += 1
             if sum(parts.values()) > self.peak:
                 self.peak, self.peak_parts = sum(parts.values()), parts
 
-    def summary(self, start: tuple[float, float, float], end: tuple[float, float, float]) -> dict:
+    def summary(self, start: tuple, end: tuple) -> dict:
         """Peak memory over the whole monitoring; CPU use between the marks `start` and `end`."""
-        wall, cpu, busy = (b - a for a, b in zip(start, end))
+        wall, busy = end[0] - start[0], end[1] - start[1]
+        cpu_by_kind: dict[str, float] = {}
+        for pid, cpu in end[2].items():
+            kind = self.kind_by_pid[pid]
+            cpu_by_kind[kind] = cpu_by_kind.get(kind, 0.0) + cpu - start[2].get(pid, 0.0)
+        cpu = sum(cpu_by_kind.values())
         return {
             "peak_bytes": self.peak,
             "peak_parts": self.peak_parts,
             "samples": self.samples,
             "cores_used": cpu / wall,
             "other_cores_used": max(0.0, busy - cpu) / wall,
+            "cpu_s_by_process": dict(sorted(cpu_by_kind.items(), key=lambda kv: -kv[1])),
             "actor_ready_s": {k: v - start[0] for k, v in sorted(self.ready_at.items(), key=lambda kv: kv[1])},
         }
 
@@ -429,6 +438,9 @@ def report(args: argparse.Namespace, runs: dict[str, dict], overrides: list[str]
             f" {r['cores_used']:6.2f} {r['other_cores_used']:7.2f} {gb(r['peak_bytes']):>8s}  {parts}"
         )
     print("cores: CPU cores the run used on average; others: cores other processes on the machine used meanwhile")
+    for label, r in runs.items():
+        cpu = ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_s_by_process"].items() if v >= 0.5)
+        print(f"{label}: CPU seconds by process: {cpu}")
     for label, r in runs.items():
         if r["actor_ready_s"]:
             ready = ", ".join(f"{k} {v:.1f}" for k, v in r["actor_ready_s"].items())
