@@ -65,13 +65,21 @@ class CropDescriber:
 
     Needs the `embedding` column (zero-shot tagging reads it). A row with a non-empty `text`
     column (a garment's catalogue text) uses that text as its caption when
-    `use_manifest_text` is set; its attributes still come from the image.
+    `use_manifest_text` is set; its attributes still come from the image. `siglip`: an already
+    loaded model to share (else one is loaded from `embedder`).
     """
 
-    def __init__(self, cfg: CaptionerConfig, embedder: EmbedderConfig, storage: StorageConfig, vocab: dict):
+    def __init__(
+        self,
+        cfg: CaptionerConfig,
+        embedder: EmbedderConfig,
+        storage: StorageConfig,
+        vocab: dict,
+        siglip: SiglipModelWrapper | None = None,
+    ):
         self.cfg = cfg
         self.vocab = vocab
-        self.siglip = SiglipModelWrapper(embedder, storage)
+        self.siglip = siglip or SiglipModelWrapper(embedder, storage)
         self.tagger = ZeroShotTagger(self.siglip, vocab, cfg.prompts)
         self.generator = GenerativeCaptioner(cfg, storage) if cfg.kind == "generative" else None
 

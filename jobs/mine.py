@@ -17,6 +17,7 @@ from actors.captioner import CropDescriber
 from actors.decoder import decode_images
 from actors.detector import CropDetector, whole_image_crops
 from actors.embedder import CropEmbedder
+from actors.fused import FusedLookbookModels
 from actors.scorer import GarmentScorer
 from miner import build_index, commits, schemas, tier_stage
 from miner.commits import ShardCommit
@@ -77,6 +78,12 @@ def run_in_shards(
 
 def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
     """Manifest rows -> crop rows with embeddings and descriptions."""
+    if cfg.fusion.lookbook:
+        ds = map_with_actors(
+            decoded(ds, cfg), FusedLookbookModels, cfg.fusion.pool,
+            detector=cfg.detector, embedder=cfg.embedder, captioner=cfg.captioner, storage=cfg.storage, vocab=cfg.vocab,
+        )  # fmt: skip
+        return ds.drop_columns(["crop"])
     ds = map_with_actors(decoded(ds, cfg), CropDetector, cfg.detector.pool, cfg=cfg.detector, storage=cfg.storage)
     return describe(ds, cfg)
 

@@ -158,6 +158,16 @@ class WorkConfig:
 
 
 @dataclass
+class FusionConfig:
+    """`lookbook: true` runs detection, embedding and description of lookbook images in one actor
+    pool (`pool`, one process per actor holding all three models), so crops never cross the object
+    store; the detector / embedder / captioner pools then only serve the garment stage."""
+
+    lookbook: bool = False
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
 class MineConfig:
     """The whole mining job."""
 
@@ -174,6 +184,7 @@ class MineConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     tiers: TierConfig = field(default_factory=TierConfig)

@@ -15,6 +15,7 @@ from actors.captioner import CropDescriber
 from actors.decoder import decode_images
 from actors.detector import WHOLE_IMAGE_CLASS, CropDetector
 from actors.embedder import CropEmbedder
+from actors.fused import FusedLookbookModels
 from actors.rows import objects
 from miner.config import DecodeConfig, ModelSpec, StorageConfig, load_config
 from miner.images import NO_GARMENT, NOT_FOUND
@@ -145,3 +146,18 @@ def test_generative_describer(cfg, vocab):
     for attr in ATTRIBUTES:
         assert all(v in (*vocab[attr], UNKNOWN) for v in out[attr])
     assert out["caption_embedding"].shape == batch["embedding"].shape
+
+
+def test_fused_models_equal_the_separate_stages(cfg, detector, vocab):
+    batch = decoded_batch([str(ASSETS / "bus.jpg"), str(ASSETS / "zidane.jpg"), "/nonexistent/x.jpg"])
+    fused_detector = replace(cfg.detector, image_size=640)
+    fused = FusedLookbookModels(fused_detector, cfg.embedder, cfg.captioner, STORAGE, vocab)
+    assert fused.describe.siglip is fused.embed.model  # one SigLIP in the process
+    got = fused({k: v.copy() for k, v in batch.items()})
+    separate = CropEmbedder(cfg.embedder, STORAGE)(detector({k: v.copy() for k, v in batch.items()}))
+    expected = CropDescriber(cfg.captioner, cfg.embedder, STORAGE, vocab)(separate)
+    assert got["crop_id"].tolist() == expected["crop_id"].tolist() and len(got["crop_id"]) >= 7
+    assert got[REASON].tolist() == expected[REASON].tolist()
+    for column in ("embedding", "caption_embedding"):
+        np.testing.assert_allclose(got[column], expected[column], atol=1e-5)
+    assert got["caption"].tolist() == expected["caption"].tolist()

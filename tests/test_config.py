@@ -137,3 +137,14 @@ def test_config_hash_stable_and_sensitive() -> None:
     replaced = dataclasses.replace(a, output="out/other")
     assert config_hash(replaced) != config_hash(a)
     assert config_hash(dataclasses.replace(replaced, output=a.output)) == config_hash(a)
+
+
+@pytest.mark.parametrize("gpus", [1, 8, 64])
+def test_gpu_size_overlays_fill_exactly_their_gpus(gpus: int) -> None:
+    cfg = load_config([str(CONF_DIR / "gpu.yaml"), str(CONF_DIR / f"gpu-{gpus}.yaml"), *REQUIRED])
+    assert cfg.fusion.lookbook and cfg.fusion.pool.max_size * cfg.fusion.pool.num_gpus == gpus
+    garment_stage = [cfg.embedder.pool, cfg.captioner.pool]  # the stage after the lookbook one
+    assert sum(p.max_size * p.num_gpus for p in garment_stage) == gpus
+    for pool in (cfg.fusion.pool, *garment_stage, cfg.scoring.pool):
+        assert 1 <= pool.min_size <= pool.max_size
+    assert cfg.work.shards % cfg.work.shards_per_execution == 0
