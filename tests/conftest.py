@@ -57,3 +57,18 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 1024**2, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on loopback (head: 1 CPU, Jobs API on; worker: 2 CPUs), torn
+    down by killing the process groups it started; asserts that none of its processes is left."""
+    from .ray_cluster import LocalCluster
+
+    cluster = LocalCluster(head_cpus=1)
+    try:
+        cluster.add_worker(num_cpus=2)
+        yield cluster
+    finally:
+        cluster.stop()
+    assert not cluster.leftover_processes()
