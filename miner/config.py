@@ -151,10 +151,12 @@ class ScoringConfig:
 @dataclass
 class WorkConfig:
     """Resumable units of work: each manifest is split into `shards` by id hash; each Ray Data
-    execution processes `shards_per_execution` of them, then commits them."""
+    execution processes `shards_per_execution` of them, then commits them. A row whose attempts
+    kill the worker process `max_attempts` times in an actor stage is quarantined as `worker_crash`."""
 
     shards: int = 64
     shards_per_execution: int = 8
+    max_attempts: int = 3
 
 
 @dataclass
@@ -214,6 +216,8 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError("work.shards and work.shards_per_execution must be >= 1")
     if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
         raise ValueError("index.shards and scoring.top_k must be >= 1")
+    if cfg.work.max_attempts < 1:
+        raise ValueError(f"work.max_attempts must be >= 1, got {cfg.work.max_attempts}")
 
 
 def to_yaml(cfg: MineConfig) -> str:

@@ -22,6 +22,7 @@ TOO_SMALL = "too_small"
 UNSUPPORTED_FORMAT = "unsupported_format"
 NO_GARMENT = "no_garment"
 MODEL_ERROR = "model_error"
+WORKER_CRASH = "worker_crash"  # the row killed its worker process work.max_attempts times
 
 
 @dataclass(frozen=True)
