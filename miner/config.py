@@ -15,6 +15,7 @@ from omegaconf import MISSING, OmegaConf
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_FILES = ("mine.yaml",)
 VOCAB_FILE = "vocab.yaml"
+SCHEMES = ("file", "s3")  # uri schemes miner.storage can read ("file": local paths)
 
 
 @dataclass
@@ -44,11 +45,16 @@ class PoolConfig:
 
 @dataclass
 class StorageConfig:
-    """Filesystem settings for `s3://` URIs (credentials come from the standard AWS chain)."""
+    """Filesystem settings for `s3://` URIs (credentials come from the standard AWS chain, never
+    from here), and the allow-list for the image uris of manifest rows (see
+    `miner.storage.forbidden`): `allowed_schemes` among `file` (local paths) and `s3`;
+    `allowed_s3_prefixes` empty means any bucket."""
 
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
     model_cache: str = "~/.cache/lookbook-miner/models"
+    allowed_schemes: list[str] = field(default_factory=lambda: ["file", "s3"])
+    allowed_s3_prefixes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -218,6 +224,12 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError("index.shards and scoring.top_k must be >= 1")
     if cfg.work.max_attempts < 1:
         raise ValueError(f"work.max_attempts must be >= 1, got {cfg.work.max_attempts}")
+    if unknown := set(cfg.storage.allowed_schemes) - set(SCHEMES):
+        raise ValueError(f"storage.allowed_schemes may list only {list(SCHEMES)}, got {sorted(unknown)}")
+    if bad := [p for p in cfg.storage.allowed_s3_prefixes if not p.startswith("s3://")]:
+        raise ValueError(f"storage.allowed_s3_prefixes must be s3://bucket/prefix URIs, got {bad}")
+    if "@" in (cfg.storage.s3_endpoint or ""):
+        raise ValueError("storage.s3_endpoint must not carry credentials (user:secret@): use the AWS credential chain")
 
 
 def to_yaml(cfg: MineConfig) -> str:
