@@ -12,6 +12,8 @@ from pathlib import Path
 
 from omegaconf import MISSING, OmegaConf
 
+from miner.storage import has_user_info
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_FILES = ("mine.yaml",)
 VOCAB_FILE = "vocab.yaml"
@@ -228,8 +230,17 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError(f"storage.allowed_schemes may list only {list(SCHEMES)}, got {sorted(unknown)}")
     if bad := [p for p in cfg.storage.allowed_s3_prefixes if not p.startswith("s3://")]:
         raise ValueError(f"storage.allowed_s3_prefixes must be s3://bucket/prefix URIs, got {bad}")
-    if "@" in (cfg.storage.s3_endpoint or ""):
-        raise ValueError("storage.s3_endpoint must not carry credentials (user:secret@): use the AWS credential chain")
+    locations = {
+        "lookbook": cfg.lookbook,
+        "garments": cfg.garments,
+        "output": cfg.output,
+        "storage.s3_endpoint": cfg.storage.s3_endpoint or "",
+        **{f"{role}.model.spec": getattr(cfg, role).model.spec for role in ("detector", "embedder", "captioner")},
+    }
+    if carrying := [key for key, uri in locations.items() if has_user_info(uri)]:
+        raise ValueError(
+            f"{carrying} carry credentials (user:secret@): they come from the AWS chain, never from config"
+        )
 
 
 def to_yaml(cfg: MineConfig) -> str:

@@ -28,7 +28,7 @@ from miner.commits import ShardCommit, shard_dir, shard_of
 from miner.config import PoolConfig, StorageConfig
 from miner.images import WORKER_CRASH
 from miner.schemas import ERROR, QUARANTINE, REASON, ROW_IDS, SHARD
-from miner.storage import filesystem, join, write_bytes
+from miner.storage import filesystem, join, redact, write_bytes
 
 MANIFEST_READERS = {".parquet": ray.data.read_parquet, ".csv": ray.data.read_csv, ".jsonl": ray.data.read_json}
 
@@ -209,10 +209,11 @@ def take(batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray
 class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
     """Writes good rows (empty `reason`) of work shard K to `<output>/<table>/shard=K/part-T.parquet`
     with `schema(batch)`, quarantined rows to `<output>/<quarantine>/shard=K/part-T.parquet`
-    (QUARANTINE schema, with `stage`); T is the write task's index, so a retried task overwrites its
-    own files. Rows without a `shard` column belong to shard 0; without `reason`, all are good.
-    After the write, `shards` holds per shard the counts (good rows also by `count_by` value) and
-    the files written, relative to `output`: what the shard's commit marker records.
+    (QUARANTINE schema, with `stage`; user info in a uri redacted, see `storage.redact`); T is
+    the write task's index, so a retried task overwrites its own files. Rows without a `shard`
+    column belong to shard 0; without `reason`, all are good. After the write, `shards` holds per
+    shard the counts (good rows also by `count_by` value) and the files written, relative to
+    `output`: what the shard's commit marker records.
     """
 
     def __init__(
@@ -265,7 +266,7 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
         n = len(batch[REASON])
         columns = {
             "id": batch[self.id_column],
-            "uri": batch[self.uri_column],
+            "uri": np.array([redact(u) for u in batch[self.uri_column]], dtype=object),
             "stage": np.full(n, self.stage, dtype=object),
             "reason": batch[REASON],
             "error": batch[ERROR],

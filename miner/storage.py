@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
 
-from miner.config import StorageConfig
+if TYPE_CHECKING:  # miner.config validates uris with this module
+    from miner.config import StorageConfig
 
 S3_SCHEME = "s3://"
 FILE_SCHEME = "file://"
@@ -22,15 +24,18 @@ def scheme(uri: str) -> str:
     return uri.split("://", 1)[0] if "://" in uri else "file"
 
 
+def has_user_info(uri: str) -> bool:
+    """Whether the authority of `uri` carries user info (`user:secret@host`)."""
+    return "://" in uri and "@" in uri.split("://", 1)[1].partition("/")[0]
+
+
 def redact(uri: str) -> str:
-    """`uri` with the user info of its authority (`user:secret@`), if any, shown as `***@`."""
-    if "://" not in uri:
+    """`uri` with the user info of its authority, if any, shown as `***@`."""
+    if not has_user_info(uri):
         return uri
     head, rest = uri.split("://", 1)
     authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return f"{head}://{authority}{slash}{path}"
+    return f"{head}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
 
 
 def forbidden(uri: str, storage: StorageConfig) -> str:
@@ -44,10 +49,9 @@ def forbidden(uri: str, storage: StorageConfig) -> str:
     shown, kind = redact(uri), scheme(uri)
     if kind not in storage.allowed_schemes:
         return f"scheme {kind!r} of {shown} is not in storage.allowed_schemes {list(storage.allowed_schemes)}"
-    rest = uri.split("://", 1)[1] if "://" in uri else uri
-    if "://" in uri and "@" in rest.partition("/")[0]:
+    if has_user_info(uri):
         return f"{shown} carries user info (credentials) in its authority"
-    if ".." in rest.split("/"):
+    if ".." in uri.split("://", 1)[-1].split("/"):
         return f"{shown} has a '..' path segment"
     prefixes = list(storage.allowed_s3_prefixes)
     if kind == "s3" and prefixes and not any(uri.startswith(p.rstrip("/") + "/") for p in prefixes):

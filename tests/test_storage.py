@@ -66,7 +66,9 @@ def test_file_uris_read_like_paths(tmp_path):
     [
         ("storage.allowed_schemes=[file,http]", r"may list only \['file', 's3'\], got \['http'\]"),
         ("storage.allowed_s3_prefixes=[my-bucket/x]", "must be s3://bucket/prefix URIs"),
-        ("storage.s3_endpoint=http://user:pass@127.0.0.1:9000", "must not carry credentials"),
+        ("storage.s3_endpoint=http://user:pass@127.0.0.1:9000", r"\['storage.s3_endpoint'\] carry credentials"),
+        ("output=s3://key:pass@bucket/run", r"\['output'\] carry credentials"),
+        ("embedder.model.spec=s3://key:pass@bucket/siglip", r"\['embedder.model.spec'\] carry credentials"),
     ],
 )
 def test_config_refuses_unreadable_schemes_bad_prefixes_and_endpoint_credentials(override, match):
