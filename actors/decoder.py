@@ -1,5 +1,6 @@
 """Read and decode images (a stateless CPU stage): adds `image`, `width`, `height`, `scale`,
-and the quarantine columns `reason` / `error`."""
+and the quarantine columns `reason` / `error`. Uris outside the storage allow-list are never
+opened."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import numpy as np
 
 from actors.rows import Batch, objects
 from miner.config import DecodeConfig, StorageConfig
-from miner.images import NOT_FOUND, TOO_LARGE, UNREADABLE, Decoded, decode, failed
+from miner.images import FORBIDDEN_URI, NOT_FOUND, TOO_LARGE, UNREADABLE, Decoded, decode, failed
 from miner.schemas import ERROR, REASON
-from miner.storage import read_bytes
+from miner.storage import forbidden, read_bytes
 
 
-def read_and_decode(uri: str, cfg: DecodeConfig, storage: StorageConfig) -> Decoded:
+def read_and_decode(row_id: str, uri: str, cfg: DecodeConfig, storage: StorageConfig) -> Decoded:
+    if why := forbidden(uri, storage):
+        return failed(FORBIDDEN_URI, f"row {row_id!r}: {why}")
     try:
         data = read_bytes(uri, storage, cfg.max_bytes)
     except FileNotFoundError:
@@ -25,7 +28,7 @@ def read_and_decode(uri: str, cfg: DecodeConfig, storage: StorageConfig) -> Deco
 
 
 def decode_images(batch: Batch, cfg: DecodeConfig, storage: StorageConfig) -> Batch:
-    decoded = [read_and_decode(uri, cfg, storage) for uri in batch["uri"]]
+    decoded = [read_and_decode(i, uri, cfg, storage) for i, uri in zip(batch["image_id"], batch["uri"])]
     batch["image"] = objects([d.pixels for d in decoded])
     batch["width"] = np.array([d.width for d in decoded], np.int32)
     batch["height"] = np.array([d.height for d in decoded], np.int32)

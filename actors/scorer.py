@@ -70,15 +70,18 @@ def _vectors_with_sentinel(payload: pa.Table | None, column: str, dim: int) -> n
 class GarmentScorer:
     """Ray Data stage: garment rows (with `embedding`, `caption_embedding`) in, one scored row per
     garment out: best crop, s_vlm, s_siglip, score, margin, n_candidates (SCORED schema plus the
-    quarantine columns)."""
+    quarantine columns). Quarantined rows are not searched: they come out without a candidate."""
 
     def __init__(self, index_dir: str, cfg: ScoringConfig, index_cfg: IndexConfig, storage: StorageConfig):
         self.searcher = ShardedSearcher(index_dir, index_cfg, storage)
         self.cfg = cfg
 
     def __call__(self, batch: Batch) -> Batch:
-        ids = self.searcher.search(batch["embedding"], self.cfg.top_k)
-        valid = (ids >= 0) & good_rows(batch)[:, None]
+        good = good_rows(batch)
+        ids = np.full((len(good), self.cfg.top_k), -1, np.int64)
+        if good.any():
+            ids[good] = self.searcher.search(batch["embedding"][good], self.cfg.top_k)
+        valid = ids >= 0
         rows = self.searcher.rows(np.where(valid, ids, -1))
         match = best_match(
             batch["embedding"],

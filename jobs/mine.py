@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 
 import ray
+from ray.actor import ActorHandle
 from ray.data.expressions import col
 
 from actors.captioner import CropDescriber
@@ -22,7 +23,15 @@ from actors.scorer import GarmentScorer
 from miner import build_index, commits, schemas, tier_stage
 from miner.commits import ShardCommit
 from miner.config import MineConfig, config_hash, load_config, to_yaml
-from miner.dataflow import SplitParquetSink, check_unique_ids, map_with_actors, read_manifest, read_parquet_dir
+from miner.dataflow import (
+    AttemptGuard,
+    SplitParquetSink,
+    check_unique_ids,
+    map_with_actors,
+    read_manifest,
+    read_parquet_dir,
+    start_attempt_ledger,
+)
 from miner.schemas import SHARD
 from miner.storage import join, make_dirs, write_bytes
 from miner.tiering import TIERS, UNMATCHED
@@ -31,13 +40,14 @@ CROPS, INDEX, SCORED, PAIRS, QUARANTINE = "crops", "index", "scored", "pairs", "
 GARMENT_IDS = ("garment_id", "garment_uri")  # id and uri columns of scored garment rows
 
 
-def describe(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
+def describe(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.data.Dataset:
     """crop rows -> + embedding, caption, attributes, caption_embedding (crop pixels dropped)."""
-    ds = map_with_actors(ds, CropEmbedder, cfg.embedder.pool, cfg=cfg.embedder, storage=cfg.storage)
+    ds = map_with_actors(ds, CropEmbedder, cfg.embedder.pool, guard, cfg=cfg.embedder, storage=cfg.storage)
     ds = map_with_actors(
         ds,
         CropDescriber,
         cfg.captioner.pool,
+        guard,
         cfg=cfg.captioner,
         embedder=cfg.embedder,
         storage=cfg.storage,
@@ -54,11 +64,18 @@ def decoded(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
 
 
 def run_in_shards(
-    stage: str, table: str, manifest: ray.data.Dataset, pipeline, schema, ids: tuple[str, str], cfg: MineConfig
+    stage: str,
+    table: str,
+    manifest: ray.data.Dataset,
+    pipeline,
+    schema,
+    ids: tuple[str, str],
+    cfg: MineConfig,
+    guard: AttemptGuard,
 ) -> tuple[dict[int, ShardCommit], int]:
-    """Run `pipeline` over the manifest's uncommitted work shards, `work.shards_per_execution` at a
-    time: clear each shard's partial files, write, then commit. Returns every committed shard of
-    the stage and how many this call processed."""
+    """Run `pipeline(ds, guard)` over the manifest's uncommitted work shards,
+    `work.shards_per_execution` at a time: clear each shard's partial files, write, then commit.
+    Returns every committed shard of the stage and how many this call processed."""
     done = commits.committed(cfg.output, stage, cfg.work.shards, cfg.storage)
     pending = [k for k in range(cfg.work.shards) if k not in done]
     quarantine = f"{QUARANTINE}/{stage}"
@@ -68,7 +85,7 @@ def run_in_shards(
             for folder in (table, quarantine):
                 commits.clear(join(cfg.output, commits.shard_dir(folder, shard)), cfg.storage)
         sink = SplitParquetSink(cfg.output, table, schema, quarantine, stage, *ids, cfg.storage)
-        pipeline(manifest.filter(expr=col(SHARD).is_in(group))).write_datasink(sink)
+        pipeline(manifest.filter(expr=col(SHARD).is_in(group)), guard).write_datasink(sink)
         for shard in group:
             done[shard] = sink.shards.get(shard, ShardCommit())
             commits.commit(cfg.output, stage, shard, done[shard], cfg.storage)
@@ -76,38 +93,41 @@ def run_in_shards(
     return done, len(pending)
 
 
-def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
+def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.data.Dataset:
     """Manifest rows -> crop rows with embeddings and descriptions."""
+    ds = decoded(ds, cfg)
     if cfg.fusion.lookbook:
         ds = map_with_actors(
-            decoded(ds, cfg), FusedLookbookModels, cfg.fusion.pool,
+            ds, FusedLookbookModels, cfg.fusion.pool, guard,
             detector=cfg.detector, embedder=cfg.embedder, captioner=cfg.captioner, storage=cfg.storage, vocab=cfg.vocab,
         )  # fmt: skip
         return ds.drop_columns(["crop"])
-    ds = map_with_actors(decoded(ds, cfg), CropDetector, cfg.detector.pool, cfg=cfg.detector, storage=cfg.storage)
-    return describe(ds, cfg)
+    ds = map_with_actors(ds, CropDetector, cfg.detector.pool, guard, cfg=cfg.detector, storage=cfg.storage)
+    return describe(ds, cfg, guard)
 
 
-def garment_pipeline(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
+def garment_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.data.Dataset:
     """Manifest rows -> one scored row per garment (its best crop in the index)."""
-    ds = describe(decoded(ds, cfg).map_batches(whole_image_crops, fn_kwargs={"cfg": cfg.detector}), cfg)
+    ds = describe(decoded(ds, cfg).map_batches(whole_image_crops, fn_kwargs={"cfg": cfg.detector}), cfg, guard)
     return map_with_actors(
-        ds, GarmentScorer, cfg.scoring.pool,
+        ds, GarmentScorer, cfg.scoring.pool, guard,
         index_dir=join(cfg.output, INDEX), cfg=cfg.scoring, index_cfg=cfg.index, storage=cfg.storage,
     )  # fmt: skip
 
 
-def mine_lookbook(cfg: MineConfig) -> tuple[dict[int, ShardCommit], int]:
+def mine_lookbook(cfg: MineConfig, ledger: ActorHandle) -> tuple[dict[int, ShardCommit], int]:
     manifest = read_manifest(cfg.lookbook, "image_id", (), cfg.work.shards, cfg.storage)
     schema = lambda batch: schemas.crops(batch["embedding"].shape[1], cfg.embedder.store_dtype)  # noqa: E731
-    pipeline = lambda ds: lookbook_pipeline(ds, cfg)  # noqa: E731
-    return run_in_shards("lookbook", CROPS, manifest, pipeline, schema, ("image_id", "uri"), cfg)
+    pipeline = lambda ds, guard: lookbook_pipeline(ds, cfg, guard)  # noqa: E731
+    guard = AttemptGuard(ledger, "lookbook", cfg.work.max_attempts)
+    return run_in_shards("lookbook", CROPS, manifest, pipeline, schema, ("image_id", "uri"), cfg, guard)
 
 
-def score_garments(cfg: MineConfig) -> tuple[dict[int, ShardCommit], int]:
+def score_garments(cfg: MineConfig, ledger: ActorHandle) -> tuple[dict[int, ShardCommit], int]:
     manifest = read_manifest(cfg.garments, "garment_id", ("text",), cfg.work.shards, cfg.storage)
-    pipeline = lambda ds: garment_pipeline(ds, cfg)  # noqa: E731
-    return run_in_shards("garments", SCORED, manifest, pipeline, lambda b: schemas.SCORED, GARMENT_IDS, cfg)
+    pipeline = lambda ds, guard: garment_pipeline(ds, cfg, guard)  # noqa: E731
+    guard = AttemptGuard(ledger, "garments", cfg.work.max_attempts)
+    return run_in_shards("garments", SCORED, manifest, pipeline, lambda b: schemas.SCORED, GARMENT_IDS, cfg, guard)
 
 
 def tier_pairs(cfg: MineConfig) -> ShardCommit:
@@ -162,12 +182,14 @@ def main(argv: list[str] | None = None) -> dict:
         }
         make_dirs(cfg.output, cfg.storage)
         commits.claim(cfg.output, config_hash(cfg), cfg.force, cfg.storage)
+    ledger = start_attempt_ledger()
     with timed(times, "lookbook"):
-        crops, lookbook_processed = mine_lookbook(cfg)
+        crops, lookbook_processed = mine_lookbook(cfg, ledger)
     with timed(times, "index"):
         manifest = build_index.build(join(cfg.output, CROPS), join(cfg.output, INDEX), cfg.index, cfg.storage)
     with timed(times, "scoring"):
-        scored, garments_processed = score_garments(cfg)
+        scored, garments_processed = score_garments(cfg, ledger)
+    ray.kill(ledger)
     with timed(times, "tiering"):
         tiers = tier_pairs(cfg)
     crop_rows, lookbook_quarantine = totals(crops)

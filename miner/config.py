@@ -12,9 +12,12 @@ from pathlib import Path
 
 from omegaconf import MISSING, OmegaConf
 
+from miner.storage import has_user_info
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_FILES = ("mine.yaml",)
 VOCAB_FILE = "vocab.yaml"
+SCHEMES = ("file", "s3")  # uri schemes miner.storage can read ("file": local paths)
 
 
 @dataclass
@@ -44,11 +47,16 @@ class PoolConfig:
 
 @dataclass
 class StorageConfig:
-    """Filesystem settings for `s3://` URIs (credentials come from the standard AWS chain)."""
+    """Filesystem settings for `s3://` URIs (credentials come from the standard AWS chain, never
+    from here), and the allow-list for the image uris of manifest rows (see
+    `miner.storage.forbidden`): `allowed_schemes` among `file` (local paths) and `s3`;
+    `allowed_s3_prefixes` empty means any bucket."""
 
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
     model_cache: str = "~/.cache/lookbook-miner/models"
+    allowed_schemes: list[str] = field(default_factory=lambda: ["file", "s3"])
+    allowed_s3_prefixes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -151,10 +159,12 @@ class ScoringConfig:
 @dataclass
 class WorkConfig:
     """Resumable units of work: each manifest is split into `shards` by id hash; each Ray Data
-    execution processes `shards_per_execution` of them, then commits them."""
+    execution processes `shards_per_execution` of them, then commits them. A row whose attempts
+    kill the worker process `max_attempts` times in an actor stage is quarantined as `worker_crash`."""
 
     shards: int = 64
     shards_per_execution: int = 8
+    max_attempts: int = 3
 
 
 @dataclass
@@ -225,6 +235,23 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError("work.shards and work.shards_per_execution must be >= 1")
     if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
         raise ValueError("index.shards and scoring.top_k must be >= 1")
+    if cfg.work.max_attempts < 1:
+        raise ValueError(f"work.max_attempts must be >= 1, got {cfg.work.max_attempts}")
+    if unknown := set(cfg.storage.allowed_schemes) - set(SCHEMES):
+        raise ValueError(f"storage.allowed_schemes may list only {list(SCHEMES)}, got {sorted(unknown)}")
+    if bad := [p for p in cfg.storage.allowed_s3_prefixes if not p.startswith("s3://")]:
+        raise ValueError(f"storage.allowed_s3_prefixes must be s3://bucket/prefix URIs, got {bad}")
+    locations = {
+        "lookbook": cfg.lookbook,
+        "garments": cfg.garments,
+        "output": cfg.output,
+        "storage.s3_endpoint": cfg.storage.s3_endpoint or "",
+        **{f"{role}.model.spec": getattr(cfg, role).model.spec for role in ("detector", "embedder", "captioner")},
+    }
+    if carrying := [key for key, uri in locations.items() if has_user_info(uri)]:
+        raise ValueError(
+            f"{carrying} carry credentials (user:secret@): they come from the AWS chain, never from config"
+        )
 
 
 def to_yaml(cfg: MineConfig) -> str:

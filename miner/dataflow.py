@@ -9,21 +9,26 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+from ray.actor import ActorHandle
 from ray.data import ActorPoolStrategy, Dataset
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 from ray.data.expressions import col
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from miner import arrow
+from miner.attempts import AttemptLedger, crash_error, plan_attempts, run_plan
 from miner.commits import ShardCommit, shard_dir, shard_of
 from miner.config import PoolConfig, StorageConfig
-from miner.schemas import ERROR, QUARANTINE, REASON, SHARD
-from miner.storage import filesystem, join, write_bytes
+from miner.images import WORKER_CRASH
+from miner.schemas import ERROR, QUARANTINE, REASON, ROW_IDS, SHARD
+from miner.storage import filesystem, join, redact, write_bytes
 
 MANIFEST_READERS = {".parquet": ray.data.read_parquet, ".csv": ray.data.read_csv, ".jsonl": ray.data.read_json}
 
@@ -88,26 +93,127 @@ def read_parquet_dir(uri: str, storage: StorageConfig) -> Dataset:
     return ray.data.read_parquet(path, filesystem=fs, partitioning=None)
 
 
-def map_with_actors(ds: Dataset, actor_class: type, pool: PoolConfig, **constructor_kwargs) -> Dataset:
+@dataclass(frozen=True)
+class AttemptGuard:
+    """Bounds the attempts at each row of a pipeline's actor stages (see `miner.attempts`).
+
+    `ledger` is the job's AttemptLedger actor (`start_attempt_ledger`); `scope` names the
+    pipeline, within which row ids are unique; a row whose attempts killed the worker
+    `max_attempts` times is quarantined as `worker_crash`.
+    """
+
+    ledger: ActorHandle
+    scope: str
+    max_attempts: int
+
+
+def start_attempt_ledger() -> ActorHandle:
+    """A new AttemptLedger actor on this (the driver's) node, taking no CPU. Its counts live in
+    memory for as long as the driver: a resubmitted job starts from zero."""
+    node = ray.get_runtime_context().get_node_id()
+    return (
+        ray.remote(AttemptLedger)
+        .options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+        .remote()
+    )
+
+
+def map_with_actors(
+    ds: Dataset, actor_class: type, pool: PoolConfig, guard: AttemptGuard, **constructor_kwargs
+) -> Dataset:
     """`ds.map_batches(actor_class)` on an autoscaling pool of min_size..max_size actors, each
-    built once as `actor_class(**constructor_kwargs)` with the pool's CPUs and GPUs."""
+    built once as `actor_class(**constructor_kwargs)` with the pool's CPUs and GPUs, under
+    `guard`: a row that kills the worker `guard.max_attempts` times comes out as one row of the
+    stage's output layout with reason `worker_crash`, never run again (see `GuardedStage`).
+
+    Dead actors are restarted and their tasks retried without limit (Ray Data's defaults,
+    set here so they cannot drift): the guard, not Ray, bounds the attempts.
+    """
     return ds.map_batches(
-        actor_class,
-        fn_constructor_kwargs=constructor_kwargs,
+        guarded(actor_class),
+        fn_constructor_kwargs={"guard": guard, **constructor_kwargs},
         compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
         batch_size=pool.batch_size,
         num_cpus=pool.num_cpus,
         num_gpus=pool.num_gpus or None,
+        max_restarts=-1,
+        max_task_retries=-1,
     )
+
+
+class GuardedStage:
+    """A Ray Data stage that runs `actor_class` (set by `guarded`) under an AttemptGuard.
+
+    Per batch: rows with no unfinished attempt run together; rows left in flight by a dead
+    worker run one call each, so a crash blames only its row; rows that reached
+    `max_attempts` get reason `worker_crash` and pass through the stage like any quarantined
+    row (stages never run their model on quarantined rows). Rows are marked in flight in the
+    ledger just before their call and cleared when it returns. The output is the stage's
+    outputs of these calls, concatenated.
+    """
+
+    actor_class: type
+
+    def __init__(self, guard: AttemptGuard, **constructor_kwargs):
+        self.ledger, self.max_attempts = LedgerClient(guard.ledger), guard.max_attempts
+        self.stage = f"{guard.scope}/{self.actor_class.__name__}"
+        self.inner = self.actor_class(**constructor_kwargs)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = row_ids(batch)
+        if not len(ids):
+            return self.inner(batch)
+        counts = self.ledger.counts(self.stage, ids.tolist())
+        plan = plan_attempts(counts, self.max_attempts)
+        if plan.give_up.any():
+            batch = {**batch, REASON: batch[REASON].astype(object), ERROR: batch[ERROR].astype(object)}
+            for i in np.flatnonzero(plan.give_up):
+                batch[REASON][i] = WORKER_CRASH
+                batch[ERROR][i] = crash_error(ids[i], self.stage, counts[i])
+        outputs = run_plan(plan, ids, self.stage, self.ledger, lambda rows: self.inner(take(batch, rows)))
+        return {k: np.concatenate([out[k] for out in outputs]) for k in outputs[0]}
+
+
+class LedgerClient:
+    """Blocking calls to an AttemptLedger actor (a call returns once the ledger has recorded it)."""
+
+    def __init__(self, handle: ActorHandle):
+        self.handle = handle
+
+    def counts(self, stage: str, ids: list[str]) -> list[int]:
+        return ray.get(self.handle.counts.remote(stage, ids))
+
+    def start(self, stage: str, ids: list[str]) -> None:
+        ray.get(self.handle.start.remote(stage, ids))
+
+    def finish(self, stage: str, ids: list[str]) -> None:
+        ray.get(self.handle.finish.remote(stage, ids))
+
+
+def guarded(actor_class: type) -> type:
+    """A GuardedStage subclass that runs `actor_class`, named like it (Ray Data names its
+    operator and actor processes `MapBatches(<class name>)`)."""
+    return type(actor_class.__name__, (GuardedStage,), {"actor_class": actor_class, "__doc__": actor_class.__doc__})
+
+
+def row_ids(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The id of each row: its first column among `ROW_IDS` (a crop's id, else its image's)."""
+    return np.asarray(batch[next(c for c in ROW_IDS if c in batch)], dtype=object)
+
+
+def take(batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows of `batch` selected by a bool mask or indices."""
+    return {k: v[rows] for k, v in batch.items()}
 
 
 class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
     """Writes good rows (empty `reason`) of work shard K to `<output>/<table>/shard=K/part-T.parquet`
     with `schema(batch)`, quarantined rows to `<output>/<quarantine>/shard=K/part-T.parquet`
-    (QUARANTINE schema, with `stage`); T is the write task's index, so a retried task overwrites its
-    own files. Rows without a `shard` column belong to shard 0; without `reason`, all are good.
-    After the write, `shards` holds per shard the counts (good rows also by `count_by` value) and
-    the files written, relative to `output`: what the shard's commit marker records.
+    (QUARANTINE schema, with `stage`; user info in a uri redacted, see `storage.redact`); T is
+    the write task's index, so a retried task overwrites its own files. Rows without a `shard`
+    column belong to shard 0; without `reason`, all are good. After the write, `shards` holds per
+    shard the counts (good rows also by `count_by` value) and the files written, relative to
+    `output`: what the shard's commit marker records.
     """
 
     def __init__(
@@ -160,7 +266,7 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
         n = len(batch[REASON])
         columns = {
             "id": batch[self.id_column],
-            "uri": batch[self.uri_column],
+            "uri": np.array([redact(u) for u in batch[self.uri_column]], dtype=object),
             "stage": np.full(n, self.stage, dtype=object),
             "reason": batch[REASON],
             "error": batch[ERROR],

@@ -22,6 +22,8 @@ TOO_SMALL = "too_small"
 UNSUPPORTED_FORMAT = "unsupported_format"
 NO_GARMENT = "no_garment"
 MODEL_ERROR = "model_error"
+FORBIDDEN_URI = "forbidden_uri"  # the uri is outside storage.allowed_schemes / allowed_s3_prefixes
+WORKER_CRASH = "worker_crash"  # the row killed its worker process work.max_attempts times
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from miner.vocab import ATTRIBUTES
 REASON = "reason"  # internal column: "" for a good row, else a quarantine reason code
 ERROR = "error"  # internal column: the error message behind `reason`
 SHARD = "shard"  # internal column: the row's work shard (see miner.commits)
+ROW_IDS = ("crop_id", "image_id")  # a row is identified by the first of these it has
 
 BOX = pa.list_(pa.float32(), 4)  # [x0, y0, x1, y1] in pixels of the original image
 

@@ -4,20 +4,63 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
 
-from miner.config import StorageConfig
+if TYPE_CHECKING:  # miner.config validates uris with this module
+    from miner.config import StorageConfig
 
 S3_SCHEME = "s3://"
+FILE_SCHEME = "file://"
 
 
 def is_s3(uri: str) -> bool:
     return uri.startswith(S3_SCHEME)
 
 
+def scheme(uri: str) -> str:
+    """The text before `://`, or "file" for a plain local path."""
+    return uri.split("://", 1)[0] if "://" in uri else "file"
+
+
+def has_user_info(uri: str) -> bool:
+    """Whether the authority of `uri` carries user info (`user:secret@host`)."""
+    return "://" in uri and "@" in uri.split("://", 1)[1].partition("/")[0]
+
+
+def redact(uri: str) -> str:
+    """`uri` with the user info of its authority, if any, shown as `***@`."""
+    if not has_user_info(uri):
+        return uri
+    head, rest = uri.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    return f"{head}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
+
+
+def forbidden(uri: str, storage: StorageConfig) -> str:
+    """Why the image uri of a manifest row may not be read, "" when it may.
+
+    Refused: a scheme outside `storage.allowed_schemes` (a plain path is `file`), user info
+    (`user:secret@`) in the authority, a `..` path segment, and an `s3://` uri under none of
+    `storage.allowed_s3_prefixes` (each a folder; an empty list allows any bucket). The message
+    names the uri with its user info redacted.
+    """
+    shown, kind = redact(uri), scheme(uri)
+    if kind not in storage.allowed_schemes:
+        return f"scheme {kind!r} of {shown} is not in storage.allowed_schemes {list(storage.allowed_schemes)}"
+    if has_user_info(uri):
+        return f"{shown} carries user info (credentials) in its authority"
+    if ".." in uri.split("://", 1)[-1].split("/"):
+        return f"{shown} has a '..' path segment"
+    prefixes = list(storage.allowed_s3_prefixes)
+    if kind == "s3" and prefixes and not any(uri.startswith(p.rstrip("/") + "/") for p in prefixes):
+        return f"{shown} is under none of storage.allowed_s3_prefixes {prefixes}"
+    return ""
+
+
 def filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or an `s3://bucket/key` URI.
+    """(filesystem, path inside it) for a local path, a `file://` URI or an `s3://bucket/key` URI.
 
     S3 credentials come from the standard AWS chain (environment, profile, instance role);
     `storage.s3_endpoint` points at a non-AWS endpoint such as a local test server.
@@ -27,9 +70,9 @@ def filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
         endpoint = (storage.s3_endpoint or "").removeprefix("http://").removeprefix("https://") or None
         fs = pafs.S3FileSystem(region=storage.s3_region, endpoint_override=endpoint, scheme=scheme)
         return fs, uri.removeprefix(S3_SCHEME)
-    if "://" in uri:
-        raise ValueError(f"unsupported URI scheme in {uri!r}: use a local path or s3://bucket/key")
-    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+    if "://" in uri.removeprefix(FILE_SCHEME):
+        raise ValueError(f"unsupported URI scheme in {redact(uri)!r}: use a local path, file:// or s3://bucket/key")
+    return pafs.LocalFileSystem(), str(Path(uri.removeprefix(FILE_SCHEME)).expanduser().resolve())
 
 
 def join(base: str, *parts: str) -> str:

@@ -9,8 +9,14 @@ import time
 from pathlib import Path
 
 import boto3
+import pyarrow.fs as pafs
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+# Dummy credentials (moto accepts any), distinctive so that tests can search outputs for them.
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIALOOKBOOKTESTKEY1",
+    "AWS_SECRET_ACCESS_KEY": "lookbook-dummy-secret-4f9c2e",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def free_port() -> int:
@@ -47,6 +53,16 @@ class S3Server:
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
+        )
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        """pyarrow's S3 filesystem on this server, with the dummy credentials."""
+        return pafs.S3FileSystem(
+            access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            secret_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region=CREDENTIALS["AWS_DEFAULT_REGION"],
+            endpoint_override=f"127.0.0.1:{self.port}",
+            scheme="http",
         )
 
     def stop(self) -> None:

@@ -1,18 +1,32 @@
-"""Ray Data plumbing on a local Ray instance: manifests in any format, exact count-mode tiering."""
+"""Ray Data plumbing on a local Ray instance: manifests in any format, exact count-mode tiering,
+bounded attempts at rows that kill their worker."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import ray
 
 from miner import tier_stage
 from miner.commits import shard_of
-from miner.config import ScoringConfig, StorageConfig, TierConfig
-from miner.dataflow import ManifestError, check_unique_ids, read_manifest
+from miner.config import PoolConfig, ScoringConfig, StorageConfig, TierConfig
+from miner.dataflow import (
+    AttemptGuard,
+    ManifestError,
+    SplitParquetSink,
+    check_unique_ids,
+    map_with_actors,
+    read_manifest,
+    start_attempt_ledger,
+)
+from miner.images import WORKER_CRASH
+from miner.schemas import ERROR, REASON, SHARD
 from miner.tiering import TIERS, UNMATCHED
 
 pytestmark = pytest.mark.ray
@@ -61,3 +75,45 @@ def test_count_mode_tiers_exactly_by_score_then_id(local_ray, bins):
     for rank, i in enumerate(order):
         expected[ids[i]] = TIERS[0] if rank < 50 else TIERS[1] if rank < 450 else TIERS[2]
     assert tiered == expected
+
+
+class PoisonStage:
+    """Test stage: logs the ids of the good rows of each call to `log`, then kills its own
+    process (as a segfault or an OOM kill would) when one of them is in `poison`."""
+
+    def __init__(self, poison: list[str], log: str):
+        self.poison, self.log = set(poison), log
+
+    def __call__(self, batch: dict) -> dict:
+        good = batch[REASON] == ""
+        ids = batch["image_id"][good].tolist()
+        with open(self.log, "a") as f:
+            f.write(" ".join(ids) + "\n")
+        if self.poison & set(ids):
+            os._exit(1)
+        return {**batch, "seen": np.full(len(batch[REASON]), os.getpid())}
+
+
+def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray, tmp_path):
+    ids = [f"r{i:02d}" for i in range(24)]
+    poison, max_attempts = ["r05", "r06"], 2  # both in the first batch of 8
+    rows = [{"image_id": i, "uri": f"/x/{i}.jpg", REASON: "", ERROR: "", SHARD: 0} for i in ids]
+    ledger = start_attempt_ledger()
+    guard = AttemptGuard(ledger, "test", max_attempts)
+    pool = PoolConfig(batch_size=8, num_cpus=0.25)
+    log = tmp_path / "calls.log"
+    ds = map_with_actors(ray.data.from_items(rows), PoisonStage, pool, guard, poison=poison, log=str(log))
+    schema = pa.schema([("image_id", pa.string()), ("uri", pa.string())])
+    sink = SplitParquetSink(str(tmp_path), "out", lambda b: schema, "quarantine", "test", "image_id", "uri", STORAGE)
+    start = time.monotonic()
+    ds.write_datasink(sink)
+    ray.kill(ledger)
+    out = pq.read_table(tmp_path / "out", partitioning=None)["image_id"].to_pylist()
+    quarantine = pq.read_table(tmp_path / "quarantine", partitioning=None).to_pylist()
+    assert sorted(out) == sorted(set(ids) - set(poison))  # every other row exactly once
+    assert sorted(q["id"] for q in quarantine) == poison
+    assert {q["reason"] for q in quarantine} == {WORKER_CRASH}
+    assert all(f"'{q['id']}'" in q["error"] and f"after {max_attempts} attempts" in q["error"] for q in quarantine)
+    calls = [line.split() for line in log.read_text().splitlines()]
+    assert [sum(p in c for c in calls) for p in poison] == [max_attempts] * 2  # then never run again
+    assert time.monotonic() - start < 60

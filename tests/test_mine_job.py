@@ -16,7 +16,7 @@ from PIL import Image
 from jobs import mine
 from miner import schemas
 from miner.dataflow import ManifestError
-from miner.images import DECODE_ERROR, DECOMPRESSION_BOMB, NOT_FOUND, UNSUPPORTED_FORMAT
+from miner.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
 from miner.index import IndexManifest, sha256
 from miner.tiering import TIERS, UNMATCHED
 
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def inputs(sample, tmp_path_factory):
-    """The sample's manifests (with their zero-byte and truncated JPEGs) plus more bad lookbook files,
-    and garments as CSV with one corrupt image."""
+    """The sample's manifests (with their zero-byte and truncated JPEGs) plus more bad lookbook files
+    and uris outside the allow-list, and garments as CSV with one corrupt image and one gs:// uri."""
     root = tmp_path_factory.mktemp("inputs")
     lookbook = pq.read_table(sample.lookbook_path)
     gif = io.BytesIO()
@@ -43,11 +43,24 @@ def inputs(sample, tmp_path_factory):
     for name, data in bad.values():
         if data is not None:
             (root / name).write_bytes(data)
-    extra = pa.table({"image_id": list(bad), "uri": [str(root / name) for name, _ in bad.values()]})
+    forbidden = {  # readable or not, never opened
+        "l_http": "http://127.0.0.1:9/a.jpg",
+        "l_dotdot": f"{root}/../{root.name}/random.jpg",
+        "l_file_uri_dotdot": f"file://{root}/../{root.name}/random.jpg",
+    }
+    file_uri = {"l_file_uri": f"file://{lookbook['uri'][0]}"}  # allowed: read like the plain path
+    extra = pa.table(
+        {
+            "image_id": [*bad, *forbidden, *file_uri],
+            "uri": [str(root / name) for name, _ in bad.values()] + [*forbidden.values(), *file_uri.values()],
+        }
+    )
     pq.write_table(pa.concat_tables([lookbook, extra]), root / "lookbook.parquet")
     (root / "corrupt.png").write_bytes(np.random.default_rng(0).bytes(2000))
     garments = pq.read_table(sample.garments_path).select(["garment_id", "uri", "text"])
-    corrupt = pa.table({"garment_id": ["g_corrupt"], "uri": [str(root / "corrupt.png")], "text": [""]})
+    corrupt = pa.table(
+        {"garment_id": ["g_corrupt", "g_gs"], "uri": [str(root / "corrupt.png"), "gs://bucket/g.jpg"], "text": ["", ""]}
+    )
     pacsv.write_csv(pa.concat_tables([garments, corrupt]), root / "garments.csv")
     return {"lookbook": root / "lookbook.parquet", "garments": root / "garments.csv", "root": root}
 
@@ -74,6 +87,7 @@ def test_every_lookbook_image_is_in_crops_or_quarantine(run, inputs):
     manifest = set(ids(pq.read_table(inputs["lookbook"]), "image_id"))
     cropped = set(ids(read(run, mine.CROPS), "image_id"))
     quarantined = ids(read(run, f"{mine.QUARANTINE}/lookbook"), "id")
+    assert "l_file_uri" in cropped
     assert len(quarantined) == len(set(quarantined))
     assert cropped.isdisjoint(quarantined)
     assert cropped | set(quarantined) == manifest
@@ -96,16 +110,21 @@ def test_bad_files_are_quarantined_with_reasons(run, sample):
         "l_random": DECODE_ERROR,
         "l_gif_as_jpg": UNSUPPORTED_FORMAT,
         "l_bomb": DECOMPRESSION_BOMB,
+        **dict.fromkeys(["l_http", "l_dotdot", "l_file_uri_dotdot"], FORBIDDEN_URI),
     }
     assert reasons == expected
     assert all(row["stage"] == "lookbook" and row["error"] for row in lookbook)
+    for row in lookbook:
+        if row["reason"] == FORBIDDEN_URI:  # the error names the row and its uri
+            assert f"row {row['id']!r}: " in row["error"] and row["uri"] in row["error"]
     garments = read(run, f"{mine.QUARANTINE}/garments").to_pylist()
-    assert [(g["id"], g["reason"]) for g in garments] == [("g_corrupt", DECODE_ERROR)]
+    assert sorted((g["id"], g["reason"]) for g in garments) == [("g_corrupt", DECODE_ERROR), ("g_gs", FORBIDDEN_URI)]
     assert run["summary"]["quarantine"]["lookbook"] == {
         DECODE_ERROR: 3,
         NOT_FOUND: 1,
         UNSUPPORTED_FORMAT: 1,
         DECOMPRESSION_BOMB: 1,
+        FORBIDDEN_URI: 3,
     }
 
 
@@ -161,7 +180,7 @@ def test_summary_names_models_and_counts(run, inputs):
     counts = summary["counts"]
     assert counts["crops"] == counts["index_rows"] == read(run, mine.CROPS).num_rows
     assert counts["lookbook_images"] == pq.read_table(inputs["lookbook"]).num_rows
-    assert counts["garments"] == counts["garments_scored"] + 1  # g_corrupt is quarantined
+    assert counts["garments"] == counts["garments_scored"] + 2  # g_corrupt and g_gs are quarantined
     assert set(summary["seconds"]) == {"validate", "lookbook", "index", "scoring", "tiering"}
 
 

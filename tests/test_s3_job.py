@@ -16,6 +16,7 @@ from .s3_server import CREDENTIALS, S3Server
 
 pytestmark = pytest.mark.ray
 BUCKET = "lookbook-test"
+SECRET = CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
 
 
 @pytest.fixture(scope="module")
@@ -25,31 +26,43 @@ def s3():
     server.stop()
 
 
-def upload_manifest(client, table: pa.Table, key: str, id_column: str, sample_root: str) -> str:
-    """Upload every image of the manifest and the manifest itself (with s3:// uris); return its URI."""
+def upload_manifest(
+    client, table: pa.Table, key: str, id_column: str, sample_root: str, extra: dict[str, str] | None = None
+) -> str:
+    """Upload every image of the manifest and the manifest itself (with s3:// uris, plus the `extra`
+    rows {id: uri} as they are); return its URI."""
     uris = []
     for uri in table["uri"].to_pylist():
         image_key = "images/" + uri.removeprefix(sample_root).lstrip("/")
         with open(uri, "rb") as f:
             client.put_object(Bucket=BUCKET, Key=image_key, Body=f.read())
         uris.append(f"s3://{BUCKET}/{image_key}")
+    extra = extra or {}
+    ids = table[id_column].to_pylist() + list(extra)
     buffer = io.BytesIO()
-    pq.write_table(table.select([id_column]).append_column("uri", pa.array(uris)), buffer)
+    pq.write_table(pa.table({id_column: ids, "uri": uris + list(extra.values())}), buffer)
     client.put_object(Bucket=BUCKET, Key=key, Body=buffer.getvalue())
     return f"s3://{BUCKET}/{key}"
 
 
-def test_job_reads_and_writes_s3(s3, sample, model_overrides, local_ray):
+def test_job_reads_and_writes_s3(s3, sample, model_overrides, local_ray, capfd):
     client = s3.client()
     client.create_bucket(Bucket=BUCKET)
     root = str(sample.lookbook_path.parent)
-    lookbook = upload_manifest(client, pq.read_table(sample.lookbook_path), "lookbook.parquet", "image_id", root)
+    outside = {  # quarantined as forbidden_uri: another bucket, and credentials in the uri
+        "l_other_bucket": "s3://other-bucket/images/a.jpg",
+        "l_user_info": f"s3://{CREDENTIALS['AWS_ACCESS_KEY_ID']}:{SECRET}@{BUCKET}/images/a.jpg",
+    }
+    lookbook = upload_manifest(
+        client, pq.read_table(sample.lookbook_path), "lookbook.parquet", "image_id", root, outside
+    )
     garments = upload_manifest(client, pq.read_table(sample.garments_path), "garments.parquet", "garment_id", root)
     output = f"s3://{BUCKET}/runs/one"
     summary = mine.main(
         [
             *model_overrides,
             f"storage.s3_endpoint={s3.endpoint}",
+            f"storage.allowed_s3_prefixes=[s3://{BUCKET}/images/]",
             f"lookbook={lookbook}",
             f"garments={garments}",
             f"output={output}",
@@ -62,8 +75,22 @@ def test_job_reads_and_writes_s3(s3, sample, model_overrides, local_ray):
     stored = json.loads(client.get_object(Bucket=BUCKET, Key="runs/one/summary.json")["Body"].read())
     assert stored["counts"] == summary["counts"]
     assert summary["counts"]["garments_scored"] == pq.read_table(sample.garments_path).num_rows
-    assert summary["quarantine"]["lookbook"] == {"decode_error": len(sample.bad_ids)}
+    assert summary["quarantine"]["lookbook"] == {"decode_error": len(sample.bad_ids), "forbidden_uri": 2}
     assert not [k for k in keys if ".tmp" in k]
-    config = client.get_object(Bucket=BUCKET, Key="runs/one/config.yaml")["Body"].read().decode()
-    for written in (config, json.dumps(summary)):
-        assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in written  # credentials never reach outputs
+    quarantine = pq.read_table(
+        f"{BUCKET}/runs/one/quarantine/lookbook", filesystem=s3.filesystem(), partitioning=None
+    ).to_pylist()
+    assert {q["id"] for q in quarantine if q["reason"] == "forbidden_uri"} == set(outside)
+    written = {
+        "summary.json": stored_text(client, "runs/one/summary.json"),
+        "config.yaml": stored_text(client, "runs/one/config.yaml"),
+        "quarantine": json.dumps(quarantine),  # errors, and uris with user info redacted
+        "driver output": "".join(capfd.readouterr()),
+    }
+    for what, text in written.items():  # credentials never reach outputs or logs
+        assert SECRET not in text, what
+        assert CREDENTIALS["AWS_ACCESS_KEY_ID"] not in text, what
+
+
+def stored_text(client, key: str) -> str:
+    return client.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
