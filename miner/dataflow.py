@@ -19,7 +19,7 @@ from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 from ray.data.expressions import col
 
-from miner import arrow
+from miner import arrow, metrics
 from miner.commits import ShardCommit, shard_dir, shard_of
 from miner.config import PoolConfig, StorageConfig
 from miner.schemas import ERROR, QUARANTINE, REASON, SHARD
@@ -88,11 +88,12 @@ def read_parquet_dir(uri: str, storage: StorageConfig) -> Dataset:
     return ray.data.read_parquet(path, filesystem=fs, partitioning=None)
 
 
-def map_with_actors(ds: Dataset, actor_class: type, pool: PoolConfig, **constructor_kwargs) -> Dataset:
+def map_with_actors(ds: Dataset, actor_class: type, pool: PoolConfig, stage: str, **constructor_kwargs) -> Dataset:
     """`ds.map_batches(actor_class)` on an autoscaling pool of min_size..max_size actors, each
-    built once as `actor_class(**constructor_kwargs)` with the pool's CPUs and GPUs."""
+    built once as `actor_class(**constructor_kwargs)` with the pool's CPUs and GPUs; every batch is
+    recorded in the job metrics of `stage` (see `metrics.metered`)."""
     return ds.map_batches(
-        actor_class,
+        metrics.metered(actor_class, stage),
         fn_constructor_kwargs=constructor_kwargs,
         compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
         batch_size=pool.batch_size,
@@ -107,7 +108,9 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
     (QUARANTINE schema, with `stage`); T is the write task's index, so a retried task overwrites its
     own files. Rows without a `shard` column belong to shard 0; without `reason`, all are good.
     After the write, `shards` holds per shard the counts (good rows also by `count_by` value) and
-    the files written, relative to `output`: what the shard's commit marker records.
+    the files written, relative to `output`: what the shard's commit marker records. Each write
+    task also adds its rows to the job metrics: ROWS_WRITTEN, QUARANTINED by reason and, with
+    `value_metric`, that counter tagged by `count_by` value.
     """
 
     def __init__(
@@ -121,10 +124,11 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
         uri_column: str,
         storage: StorageConfig,
         count_by: str | None = None,
+        value_metric: str | None = None,
     ):
         self.output, self.table, self.schema, self.quarantine = output, table, schema, quarantine
         self.stage, self.id_column, self.uri_column = stage, id_column, uri_column
-        self.storage, self.count_by = storage, count_by
+        self.storage, self.count_by, self.value_metric = storage, count_by, value_metric
         self.shards: dict[int, ShardCommit] = {}
 
     def write(self, blocks: Iterable[Block], ctx) -> dict[int, ShardCommit]:
@@ -145,11 +149,17 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
                         arrow.table({k: v[good] for k, v in batch.items()}, self.schema(batch))
                     )
                     counts.rows += int(good.sum())
+                    metrics.count(metrics.ROWS_WRITTEN, int(good.sum()), stage=self.stage, table=self.table)
                     if self.count_by:
                         _add(counts.by_value, batch[self.count_by][good])
+                    if self.value_metric:
+                        metrics.count_each(
+                            self.value_metric, self.count_by, batch[self.count_by][good], stage=self.stage
+                        )
                 if bad.any():
                     parts[shard, self.quarantine].append(self._quarantine({k: v[bad] for k, v in batch.items()}))
                     _add(counts.quarantined, reasons[bad])
+                    metrics.count_each(metrics.QUARANTINED, "reason", reasons[bad], stage=self.stage)
         for (shard, folder), tables in parts.items():
             relative = f"{shard_dir(folder, shard)}/part-{ctx.task_idx:06d}.parquet"
             write_table(pa.concat_tables(tables), join(self.output, relative), self.storage)
