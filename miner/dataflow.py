@@ -110,7 +110,7 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
     After the write, `shards` holds per shard the counts (good rows also by `count_by` value) and
     the files written, relative to `output`: what the shard's commit marker records. Each write
     task also adds its rows to the job metrics: ROWS_WRITTEN, QUARANTINED by reason and, with
-    `value_metric`, that counter tagged by `count_by` value.
+    `value_metric` (a counter of `miner.metrics` tagged by the `count_by` column), its count per value.
     """
 
     def __init__(
