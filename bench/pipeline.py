@@ -361,6 +361,7 @@ def run_ray(cfg, cpus: int, interval: float, ray_kwargs: dict, data_attrs: dict)
     import ray
 
     from jobs.mine import mine_lookbook
+    from miner.dataflow import start_attempt_ledger
 
     kwargs = {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False, **ray_kwargs}
     with TreeMonitor(interval) as monitor:
@@ -371,7 +372,7 @@ def run_ray(cfg, cpus: int, interval: float, ray_kwargs: dict, data_attrs: dict)
             setattr(context, name, value)
         with WrittenDatasets() as written:
             start = monitor.mark()
-            mine_lookbook(cfg)
+            mine_lookbook(cfg, start_attempt_ledger())
             end = monitor.mark()
         summary = "\n".join(f"-- execution {k + 1} of {len(written)}\n{ds.stats()}" for k, ds in enumerate(written))
         store = ray.available_resources().get("object_store_memory", 0)

@@ -20,7 +20,7 @@ from actors.detector import CropDetector, whole_image_crops
 from actors.embedder import CropEmbedder
 from actors.fused import FusedLookbookModels
 from actors.scorer import GarmentScorer
-from miner import build_index, commits, schemas, tier_stage
+from miner import build_index, commits, metrics, schemas, tier_stage
 from miner.commits import ShardCommit
 from miner.config import MineConfig, config_hash, load_config, to_yaml
 from miner.dataflow import (
@@ -32,11 +32,13 @@ from miner.dataflow import (
     read_parquet_dir,
     start_attempt_ledger,
 )
+from miner.progress import ProgressLog, StageProgress, log_interval
 from miner.schemas import SHARD
 from miner.storage import join, make_dirs, write_bytes
 from miner.tiering import TIERS, UNMATCHED
 
 CROPS, INDEX, SCORED, PAIRS, QUARANTINE = "crops", "index", "scored", "pairs", "quarantine"
+LOOKBOOK, GARMENTS, TIERING = "lookbook", "garments", "tiering"  # job stages: commits, quarantine, metrics
 GARMENT_IDS = ("garment_id", "garment_uri")  # id and uri columns of scored garment rows
 
 
@@ -56,10 +58,13 @@ def describe(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.
     return ds.drop_columns(["crop"])
 
 
-def decoded(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
+def decoded(ds: ray.data.Dataset, cfg: MineConfig, stage: str) -> ray.data.Dataset:
     kwargs = {"cfg": cfg.decode, "storage": cfg.storage}
     return ds.map_batches(
-        decode_images, fn_kwargs=kwargs, batch_size=cfg.decode.batch_size, num_cpus=cfg.decode.num_cpus
+        metrics.metered(decode_images, stage),
+        fn_kwargs=kwargs,
+        batch_size=cfg.decode.batch_size,
+        num_cpus=cfg.decode.num_cpus,
     )
 
 
@@ -71,31 +76,37 @@ def run_in_shards(
     schema,
     ids: tuple[str, str],
     cfg: MineConfig,
-    guard: AttemptGuard,
 ) -> tuple[dict[int, ShardCommit], int]:
-    """Run `pipeline(ds, guard)` over the manifest's uncommitted work shards,
-    `work.shards_per_execution` at a time: clear each shard's partial files, write, then commit.
-    Returns every committed shard of the stage and how many this call processed."""
+    """Run `pipeline` over the manifest's uncommitted work shards, `work.shards_per_execution` at a
+    time: clear each shard's partial files, write, then commit (with a progress line in the log
+    every `progress_interval_s`). Returns every committed shard of the stage and how many this call
+    processed."""
     done = commits.committed(cfg.output, stage, cfg.work.shards, cfg.storage)
     pending = [k for k in range(cfg.work.shards) if k not in done]
     quarantine = f"{QUARANTINE}/{stage}"
-    for start in range(0, len(pending), cfg.work.shards_per_execution):
-        group = pending[start : start + cfg.work.shards_per_execution]
-        for shard in group:
-            for folder in (table, quarantine):
-                commits.clear(join(cfg.output, commits.shard_dir(folder, shard)), cfg.storage)
-        sink = SplitParquetSink(cfg.output, table, schema, quarantine, stage, *ids, cfg.storage)
-        pipeline(manifest.filter(expr=col(SHARD).is_in(group)), guard).write_datasink(sink)
-        for shard in group:
-            done[shard] = sink.shards.get(shard, ShardCommit())
-            commits.commit(cfg.output, stage, shard, done[shard], cfg.storage)
-        print(f"[lookbook-miner] {stage}: committed shards {group} ({len(done)}/{cfg.work.shards})", flush=True)
+    interval = log_interval(cfg.progress_interval_s, cfg.progress, sys.stdout.isatty())
+    with ProgressLog(StageProgress(stage, cfg.work.shards, len(done)), interval) as progress:
+        for start in range(0, len(pending), cfg.work.shards_per_execution):
+            group = pending[start : start + cfg.work.shards_per_execution]
+            for shard in group:
+                for folder in (table, quarantine):
+                    commits.clear(join(cfg.output, commits.shard_dir(folder, shard)), cfg.storage)
+            sink = SplitParquetSink(cfg.output, table, schema, quarantine, stage, *ids, cfg.storage)
+            progress.shards_running = len(group)
+            pipeline(manifest.filter(expr=col(SHARD).is_in(group))).write_datasink(sink)
+            for shard in group:
+                done[shard] = sink.shards.get(shard, ShardCommit())
+                commits.commit(cfg.output, stage, shard, done[shard], cfg.storage)
+                progress.rows += done[shard].rows
+                progress.quarantined += sum(done[shard].quarantined.values())
+            progress.shards_done, progress.shards_running = len(done), 0
+            print(f"[lookbook-miner] {stage}: committed shards {group} ({len(done)}/{cfg.work.shards})", flush=True)
     return done, len(pending)
 
 
 def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.data.Dataset:
     """Manifest rows -> crop rows with embeddings and descriptions."""
-    ds = decoded(ds, cfg)
+    ds = decoded(ds, cfg, guard.scope)
     if cfg.fusion.lookbook:
         ds = map_with_actors(
             ds, FusedLookbookModels, cfg.fusion.pool, guard,
@@ -108,7 +119,8 @@ def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard
 
 def garment_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.data.Dataset:
     """Manifest rows -> one scored row per garment (its best crop in the index)."""
-    ds = describe(decoded(ds, cfg).map_batches(whole_image_crops, fn_kwargs={"cfg": cfg.detector}), cfg, guard)
+    crops = metrics.metered(whole_image_crops, guard.scope)
+    ds = describe(decoded(ds, cfg, guard.scope).map_batches(crops, fn_kwargs={"cfg": cfg.detector}), cfg, guard)
     return map_with_actors(
         ds, GarmentScorer, cfg.scoring.pool, guard,
         index_dir=join(cfg.output, INDEX), cfg=cfg.scoring, index_cfg=cfg.index, storage=cfg.storage,
@@ -118,16 +130,16 @@ def garment_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard)
 def mine_lookbook(cfg: MineConfig, ledger: ActorHandle) -> tuple[dict[int, ShardCommit], int]:
     manifest = read_manifest(cfg.lookbook, "image_id", (), cfg.work.shards, cfg.storage)
     schema = lambda batch: schemas.crops(batch["embedding"].shape[1], cfg.embedder.store_dtype)  # noqa: E731
-    pipeline = lambda ds, guard: lookbook_pipeline(ds, cfg, guard)  # noqa: E731
-    guard = AttemptGuard(ledger, "lookbook", cfg.work.max_attempts)
-    return run_in_shards("lookbook", CROPS, manifest, pipeline, schema, ("image_id", "uri"), cfg, guard)
+    guard = AttemptGuard(ledger, LOOKBOOK, cfg.work.max_attempts)
+    pipeline = lambda ds: lookbook_pipeline(ds, cfg, guard)  # noqa: E731
+    return run_in_shards(LOOKBOOK, CROPS, manifest, pipeline, schema, ("image_id", "uri"), cfg)
 
 
 def score_garments(cfg: MineConfig, ledger: ActorHandle) -> tuple[dict[int, ShardCommit], int]:
     manifest = read_manifest(cfg.garments, "garment_id", ("text",), cfg.work.shards, cfg.storage)
-    pipeline = lambda ds, guard: garment_pipeline(ds, cfg, guard)  # noqa: E731
-    guard = AttemptGuard(ledger, "garments", cfg.work.max_attempts)
-    return run_in_shards("garments", SCORED, manifest, pipeline, lambda b: schemas.SCORED, GARMENT_IDS, cfg, guard)
+    guard = AttemptGuard(ledger, GARMENTS, cfg.work.max_attempts)
+    pipeline = lambda ds: garment_pipeline(ds, cfg, guard)  # noqa: E731
+    return run_in_shards(GARMENTS, SCORED, manifest, pipeline, lambda b: schemas.SCORED, GARMENT_IDS, cfg)
 
 
 def tier_pairs(cfg: MineConfig) -> ShardCommit:
@@ -139,11 +151,12 @@ def tier_pairs(cfg: MineConfig) -> ShardCommit:
         cfg.output,
         PAIRS,
         lambda b: schemas.PAIRS,
-        f"{QUARANTINE}/tiering",
-        "tiering",
+        f"{QUARANTINE}/{TIERING}",
+        TIERING,
         *GARMENT_IDS,
         cfg.storage,
-        "tier",
+        count_by="tier",
+        value_metric=metrics.PAIRS,
     )
     scored.map_batches(tier_stage.assign, fn_kwargs={"cfg": cfg.tiers, "cutoffs": cutoffs}).write_datasink(sink)
     return sink.shards.get(0, ShardCommit())

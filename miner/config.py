@@ -186,6 +186,7 @@ class MineConfig:
     output: str = MISSING
     ray_address: str | None = None
     progress: bool = True
+    progress_interval_s: float = 30.0
     force: bool = False
     work: WorkConfig = field(default_factory=WorkConfig)
     vocab: dict[str, list[str]] = field(default_factory=dict)
@@ -259,7 +260,7 @@ def to_yaml(cfg: MineConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
 
 
-RUNTIME_KEYS = ("ray_address", "progress", "force")  # how a run is driven, not what it computes
+RUNTIME_KEYS = ("ray_address", "progress", "progress_interval_s", "force")  # how a run is driven, not what it computes
 
 
 def config_hash(cfg: MineConfig) -> str:

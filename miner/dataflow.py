@@ -22,7 +22,7 @@ from ray.data.datasource import Datasink
 from ray.data.expressions import col
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from miner import arrow
+from miner import arrow, metrics
 from miner.attempts import AttemptLedger, crash_error, plan_attempts, run_plan
 from miner.commits import ShardCommit, shard_dir, shard_of
 from miner.config import PoolConfig, StorageConfig
@@ -125,12 +125,13 @@ def map_with_actors(
     built once as `actor_class(**constructor_kwargs)` with the pool's CPUs and GPUs, under
     `guard`: a row that kills the worker `guard.max_attempts` times comes out as one row of the
     stage's output layout with reason `worker_crash`, never run again (see `GuardedStage`).
+    Every batch is recorded in the job metrics of stage `guard.scope` (see `metrics.metered`).
 
     Dead actors are restarted and their tasks retried without limit (Ray Data's defaults,
     set here so they cannot drift): the guard, not Ray, bounds the attempts.
     """
     return ds.map_batches(
-        guarded(actor_class),
+        metrics.metered(guarded(actor_class), guard.scope),
         fn_constructor_kwargs={"guard": guard, **constructor_kwargs},
         compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
         batch_size=pool.batch_size,
@@ -209,11 +210,13 @@ def take(batch: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray
 class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
     """Writes good rows (empty `reason`) of work shard K to `<output>/<table>/shard=K/part-T.parquet`
     with `schema(batch)`, quarantined rows to `<output>/<quarantine>/shard=K/part-T.parquet`
-    (QUARANTINE schema, with `stage`; user info in a uri redacted, see `storage.redact`); T is
-    the write task's index, so a retried task overwrites its own files. Rows without a `shard`
-    column belong to shard 0; without `reason`, all are good. After the write, `shards` holds per
-    shard the counts (good rows also by `count_by` value) and the files written, relative to
-    `output`: what the shard's commit marker records.
+    (QUARANTINE schema, with `stage`; user info in a uri redacted, see `storage.redact`); T is the
+    write task's index, so a retried task overwrites its own files. Rows without a `shard` column
+    belong to shard 0; without `reason`, all are good.
+    After the write, `shards` holds per shard the counts (good rows also by `count_by` value) and
+    the files written, relative to `output`: what the shard's commit marker records. Each write
+    task also adds its rows to the job metrics: ROWS_WRITTEN, QUARANTINED by reason and, with
+    `value_metric` (a counter of `miner.metrics` tagged by the `count_by` column), its count per value.
     """
 
     def __init__(
@@ -227,10 +230,11 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
         uri_column: str,
         storage: StorageConfig,
         count_by: str | None = None,
+        value_metric: str | None = None,
     ):
         self.output, self.table, self.schema, self.quarantine = output, table, schema, quarantine
         self.stage, self.id_column, self.uri_column = stage, id_column, uri_column
-        self.storage, self.count_by = storage, count_by
+        self.storage, self.count_by, self.value_metric = storage, count_by, value_metric
         self.shards: dict[int, ShardCommit] = {}
 
     def write(self, blocks: Iterable[Block], ctx) -> dict[int, ShardCommit]:
@@ -251,11 +255,17 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
                         arrow.table({k: v[good] for k, v in batch.items()}, self.schema(batch))
                     )
                     counts.rows += int(good.sum())
+                    metrics.count(metrics.ROWS_WRITTEN, int(good.sum()), stage=self.stage, table=self.table)
                     if self.count_by:
                         _add(counts.by_value, batch[self.count_by][good])
+                    if self.value_metric:
+                        metrics.count_each(
+                            self.value_metric, self.count_by, batch[self.count_by][good], stage=self.stage
+                        )
                 if bad.any():
                     parts[shard, self.quarantine].append(self._quarantine({k: v[bad] for k, v in batch.items()}))
                     _add(counts.quarantined, reasons[bad])
+                    metrics.count_each(metrics.QUARANTINED, "reason", reasons[bad], stage=self.stage)
         for (shard, folder), tables in parts.items():
             relative = f"{shard_dir(folder, shard)}/part-{ctx.task_idx:06d}.parquet"
             write_table(pa.concat_tables(tables), join(self.output, relative), self.storage)

@@ -39,6 +39,12 @@ class Node:
 
     process: subprocess.Popen
     log: Path
+    ports: dict[str, int]
+
+    @property
+    def metrics_url(self) -> str:
+        """The node's Prometheus endpoint (its metrics agent exports the metrics of its workers)."""
+        return f"http://127.0.0.1:{self.ports['--metrics-export-port']}/metrics"
 
     def processes(self) -> list[psutil.Process]:
         """The node's live processes (the group leader and every descendant)."""
@@ -138,16 +144,16 @@ class LocalCluster:
             node.kill()
 
     def _start(self, name: str, args: list[str]) -> Node:
-        ports = [f"{flag}={free_port()}" for flag in NODE_PORT_FLAGS]
+        ports = {flag: free_port() for flag in NODE_PORT_FLAGS}
         command = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}"]
         log = self.temp_dir / f"{name}.log"
         with open(log, "w") as out:
             process = subprocess.Popen(
-                [*command, *ports, *args],
+                [*command, *(f"{flag}={port}" for flag, port in ports.items()), *args],
                 env=self.process_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, killed as one
             )
-        self.nodes.append(Node(process, log))
+        self.nodes.append(Node(process, log, ports))
         return self.nodes[-1]
