@@ -360,14 +360,14 @@ def run_ray(cfg, cpus: int, interval: float, ray_kwargs: dict, data_attrs: dict)
     """`mine_lookbook(cfg)` on a fresh local Ray instance; times the call, samples memory throughout."""
     import ray
 
-    from jobs.mine import mine_lookbook
+    from jobs.mine import configure_data, mine_lookbook
     from miner.dataflow import start_attempt_ledger
 
     kwargs = {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False, **ray_kwargs}
     with TreeMonitor(interval) as monitor:
         ray.init(**kwargs)
+        configure_data(cfg)
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
         for name, value in data_attrs.items():
             setattr(context, name, value)
         with WrittenDatasets() as written:

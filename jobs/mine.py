@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import ray
 from ray.actor import ActorHandle
+from ray.data import ExecutionResources
 from ray.data.expressions import col
 
 from actors.captioner import CropDescriber
@@ -179,10 +180,20 @@ def timed(times: dict[str, float], stage: str):
     print(f"[lookbook-miner] stage {stage} done in {times[stage]:.1f} s", flush=True)
 
 
+def configure_data(cfg: MineConfig) -> None:
+    """This driver's Ray Data settings: progress bars, and the object store budget that bounds the
+    data in flight (backpressure holds the upstream stages once it is used up)."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = cfg.progress
+    if cfg.object_store_budget_gb is not None:
+        budget = cfg.object_store_budget_gb * 1024**3
+        context.execution_options.resource_limits = ExecutionResources(object_store_memory=budget)
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     ray.init(address=cfg.ray_address, ignore_reinit_error=True, log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
+    configure_data(cfg)
     times: dict[str, float] = {}
     with timed(times, "validate"):
         counts = {

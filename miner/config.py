@@ -187,6 +187,7 @@ class MineConfig:
     ray_address: str | None = None
     progress: bool = True
     progress_interval_s: float = 30.0
+    object_store_budget_gb: float | None = None
     force: bool = False
     work: WorkConfig = field(default_factory=WorkConfig)
     vocab: dict[str, list[str]] = field(default_factory=dict)
@@ -260,7 +261,8 @@ def to_yaml(cfg: MineConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
 
 
-RUNTIME_KEYS = ("ray_address", "progress", "progress_interval_s", "force")  # how a run is driven, not what it computes
+# How a run is driven, not what it computes: left out of the config hash.
+RUNTIME_KEYS = ("ray_address", "progress", "progress_interval_s", "force", "object_store_budget_gb")
 
 
 def config_hash(cfg: MineConfig) -> str:

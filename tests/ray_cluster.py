@@ -139,9 +139,18 @@ class LocalCluster:
         raise RuntimeError(f"{count} Ray nodes not up after {timeout} s; logs: {[str(n.log) for n in self.nodes]}")
 
     def stop(self) -> None:
-        """Kill every node (the head last); the temp dir stays for the logs of a failed test."""
+        """Kill every node (the head last), then any process still carrying this cluster's marker
+        (a job's driver runs in a session of its own and can outlive its node's process group).
+        The temp dir stays for the logs of a failed test."""
         for node in reversed(self.nodes):
             node.kill()
+        stray = self.leftover_processes()
+        for proc in stray:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(stray, timeout=30)
 
     def _start(self, name: str, args: list[str]) -> Node:
         ports = {flag: free_port() for flag in NODE_PORT_FLAGS}

@@ -21,6 +21,7 @@ from .test_submit import submit
 
 pytestmark = pytest.mark.ray
 SHARDS = 4
+JOB_TIMEOUT = 900  # seconds; a job takes about 1 minute on an idle machine, several under load
 
 
 def wait_for(what: str, found: Callable[[], object], timeout: float = 180):
@@ -77,7 +78,7 @@ def job(ray_cluster, sample, model_overrides, tmp_path):
 
 
 def finish(client: JobSubmissionClient, job_id: str) -> None:
-    status = wait_for("the job to end", lambda: (s := client.get_job_status(job_id)) in TERMINAL and s)
+    status = wait_for("the job to end", lambda: (s := client.get_job_status(job_id)) in TERMINAL and s, JOB_TIMEOUT)
     assert status == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-6000:]
 
 

@@ -148,3 +148,20 @@ def test_gpu_size_overlays_fill_exactly_their_gpus(gpus: int) -> None:
     for pool in (cfg.fusion.pool, *garment_stage, cfg.scoring.pool):
         assert 1 <= pool.min_size <= pool.max_size
     assert cfg.work.shards % cfg.work.shards_per_execution == 0
+
+
+def test_object_store_budget_bounds_ray_data_and_is_not_hashed() -> None:
+    import ray
+
+    from jobs.mine import configure_data
+
+    budgeted = load_config([*REQUIRED, "object_store_budget_gb=1.5", "progress=false"])
+    assert config_hash(budgeted) == config_hash(load_config(REQUIRED))
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.resource_limits
+    try:
+        configure_data(budgeted)
+        assert context.execution_options.resource_limits.object_store_memory == 1.5 * 1024**3
+        assert context.enable_progress_bars is False
+    finally:
+        context.execution_options.resource_limits = saved
