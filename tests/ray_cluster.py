@@ -154,7 +154,10 @@ class LocalCluster:
 
     def _start(self, name: str, args: list[str]) -> Node:
         ports = {flag: free_port() for flag in NODE_PORT_FLAGS}
-        command = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}"]
+        # A temp dir per node, as on separate machines: nodes sharing one would share (and clean up)
+        # each other's runtime_env working_dir copies.
+        node_dir = self.temp_dir / name
+        command = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={node_dir}"]
         log = self.temp_dir / f"{name}.log"
         with open(log, "w") as out:
             process = subprocess.Popen(
