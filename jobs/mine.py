@@ -181,8 +181,9 @@ def timed(times: dict[str, float], stage: str):
 
 
 def configure_data(cfg: MineConfig) -> None:
-    """This driver's Ray Data settings: progress bars, and the object store budget that bounds the
-    data in flight (backpressure holds the upstream stages once it is used up)."""
+    """This driver's Ray Data settings: progress bars, and with `object_store_budget_gb` Ray Data's
+    object store limit (`ExecutionResources`). The limit is what Ray Data's backpressure budgets
+    against; it was measured not to keep the 10x benchmark's memory flat (bench/README.md)."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = cfg.progress
     if cfg.object_store_budget_gb is not None:
