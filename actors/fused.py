@@ -10,10 +10,11 @@ from miner.config import CaptionerConfig, DetectorConfig, EmbedderConfig, Storag
 
 
 class FusedLookbookModels:
-    """Ray Data stage: decoded image rows in, described crop rows out; `CropDetector`, then
-    `CropEmbedder`, then `CropDescriber` on the same device, the two SigLIP users sharing one model.
+    """Ray Data stage: decoded image rows in, described crop rows out, without the crop pixels;
+    `CropDetector`, then `CropEmbedder`, then `CropDescriber` on the same device, the two SigLIP
+    users sharing one model.
 
-    Crops pass between the models in this process's memory, never through the object store.
+    Crops pass between the models in this process's memory and never reach the object store.
     """
 
     def __init__(
@@ -29,4 +30,6 @@ class FusedLookbookModels:
         self.describe = CropDescriber(captioner, embedder, storage, vocab, siglip=self.embed.model)
 
     def __call__(self, batch: Batch) -> Batch:
-        return self.describe(self.embed(self.detect(batch)))
+        described = self.describe(self.embed(self.detect(batch)))
+        del described["crop"]
+        return described

@@ -60,7 +60,10 @@ def describe(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.
 
 
 def decoded(ds: ray.data.Dataset, cfg: MineConfig, stage: str) -> ray.data.Dataset:
+    """Manifest rows -> decoded image rows, `decode.rows_per_task` rows per task (a streaming
+    repartition: a work shard's manifest rows arrive as one block, whatever their number)."""
     kwargs = {"cfg": cfg.decode, "storage": cfg.storage}
+    ds = ds.repartition(target_num_rows_per_block=cfg.decode.rows_per_task)
     return ds.map_batches(
         metrics.metered(decode_images, stage),
         fn_kwargs=kwargs,
@@ -109,11 +112,10 @@ def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard
     """Manifest rows -> crop rows with embeddings and descriptions."""
     ds = decoded(ds, cfg, guard.scope)
     if cfg.fusion.lookbook:
-        ds = map_with_actors(
+        return map_with_actors(
             ds, FusedLookbookModels, cfg.fusion.pool, guard,
             detector=cfg.detector, embedder=cfg.embedder, captioner=cfg.captioner, storage=cfg.storage, vocab=cfg.vocab,
         )  # fmt: skip
-        return ds.drop_columns(["crop"])
     ds = map_with_actors(ds, CropDetector, cfg.detector.pool, guard, cfg=cfg.detector, storage=cfg.storage)
     return describe(ds, cfg, guard)
 

@@ -61,7 +61,9 @@ class StorageConfig:
 
 @dataclass
 class DecodeConfig:
-    """Image read and decode limits, applied before and during decoding."""
+    """Image read and decode limits, applied before and during decoding. Each decode task reads
+    at most `rows_per_task` manifest rows, so the decoded images one task puts in the object
+    store stay bounded (about rows_per_task x 1 MB at 640x480) however large a work shard is."""
 
     max_bytes: int = 50_000_000
     max_pixels: int = 89_478_485
@@ -69,6 +71,7 @@ class DecodeConfig:
     max_side: int = 1280
     formats: list[str] = field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
     batch_size: int = 16
+    rows_per_task: int = 64
     num_cpus: float = 1.0
 
 

@@ -161,3 +161,4 @@ def test_fused_models_equal_the_separate_stages(cfg, detector, vocab):
     for column in ("embedding", "caption_embedding"):
         np.testing.assert_allclose(got[column], expected[column], atol=1e-5)
     assert got["caption"].tolist() == expected["caption"].tolist()
+    assert set(got) == set(expected) - {"crop"}  # crop pixels stay in the fused actor

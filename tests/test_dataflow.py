@@ -1,5 +1,5 @@
 """Ray Data plumbing on a local Ray instance: manifests in any format, exact count-mode tiering,
-bounded attempts at rows that kill their worker."""
+bounded attempts at rows that kill their worker, decode tasks of bounded size."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from jobs.mine import decoded
 from miner import tier_stage
 from miner.commits import shard_of
-from miner.config import PoolConfig, ScoringConfig, StorageConfig, TierConfig
+from miner.config import PoolConfig, ScoringConfig, StorageConfig, TierConfig, load_config
 from miner.dataflow import (
     AttemptGuard,
     ManifestError,
@@ -117,3 +118,17 @@ def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray,
     calls = [line.split() for line in log.read_text().splitlines()]
     assert [sum(p in c for c in calls) for p in poison] == [max_attempts] * 2  # then never run again
     assert time.monotonic() - start < 60
+
+
+def test_decode_tasks_read_at_most_rows_per_task_manifest_rows(local_ray, tmp_path):
+    """A work shard's manifest rows arrive as one block; decoding splits them so that no task
+    holds more than `decode.rows_per_task` decoded images."""
+    ids = [f"l{i:03d}" for i in range(100)]
+    pq.write_table(pa.table({"image_id": ids, "uri": [f"/nonexistent/{i}.jpg" for i in ids]}), tmp_path / "m.parquet")
+    overrides = [f"lookbook={tmp_path / 'm.parquet'}", "garments=g.parquet", "output=o", "decode.rows_per_task=16"]
+    cfg = load_config(overrides)
+    manifest = read_manifest(cfg.lookbook, "image_id", (), 1, STORAGE).materialize()
+    assert manifest.num_blocks() == 1
+    blocks = ray.get(decoded(manifest, cfg, "lookbook").materialize().to_arrow_refs())
+    assert max(b.num_rows for b in blocks) <= 16 and len(blocks) >= 7
+    assert sorted(i for b in blocks for i in b["image_id"].to_pylist()) == ids
