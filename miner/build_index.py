@@ -3,13 +3,19 @@
 Global ids are row positions in the sorted list of crop files, so each shard holds a contiguous
 id range. One task trains the shared template on a sample drawn across all files (at most
 `index.train_sample` rows), then one task per shard fills a copy of it: no process ever holds
-more than one shard's vectors or the training sample.
+more than one shard's vectors or the training sample. A finished index whose manifest records
+the same crop files (names, sizes, modification times) and index settings is kept as it is.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
@@ -17,9 +23,10 @@ from miner import index as shard_index
 from miner.arrow import matrix
 from miner.config import IndexConfig, StorageConfig
 from miner.dataflow import write_table
-from miner.storage import filesystem, join, list_files, write_bytes
+from miner.storage import filesystem, join, list_files, read_bytes, write_bytes
 
 PAYLOAD_COLUMNS = ["crop_id", "image_id", "box", "embedding", "caption_embedding"]
+MAX_MANIFEST_BYTES = 64 * 2**20
 
 
 def footers(files: list[str], storage: StorageConfig) -> tuple[list[int], set[int]]:
@@ -91,10 +98,39 @@ def _build(
     return entry
 
 
+def source_fingerprint(crops_dir: str, files: list[str], cfg: IndexConfig, storage: StorageConfig) -> str:
+    """sha256 of what an index is built from: each crop file's name under `crops_dir`, size and
+    modification time (a redone work shard rewrites its files), and the index settings."""
+    fs, root = filesystem(crops_dir, storage)
+    infos = fs.get_file_info([filesystem(uri, storage)[1] for uri in files])
+    listing = [(i.path.removeprefix(root), i.size, i.mtime_ns) for i in infos]
+    return hashlib.sha256(json.dumps([listing, asdict(cfg)], sort_keys=True).encode()).hexdigest()
+
+
+def finished(index_dir: str, source: str, storage: StorageConfig) -> shard_index.IndexManifest | None:
+    """The index under `index_dir` when its manifest records `source` and all its shard files
+    exist (their checksums are verified when a searcher loads them), else None."""
+    try:
+        manifest = shard_index.IndexManifest.from_json(
+            read_bytes(join(index_dir, shard_index.MANIFEST), storage, MAX_MANIFEST_BYTES).decode()
+        )
+    except FileNotFoundError:
+        return None
+    fs, root = filesystem(index_dir, storage)
+    paths = [f"{root}/{name}" for s in manifest.shards for name in (s.index_file, s.payload_file)]
+    present = all(info.type == pafs.FileType.File for info in fs.get_file_info(paths))
+    return manifest if manifest.source == source and present else None
+
+
 def build(crops_dir: str, index_dir: str, cfg: IndexConfig, storage: StorageConfig) -> shard_index.IndexManifest:
     """Pick the index type, train its template once, build every shard (one Ray task each) and
-    write `manifest.json` last."""
+    write `manifest.json` last; or return the finished index built from the same crop files
+    and settings (see `finished`)."""
     files = list_files(crops_dir, storage, ".parquet")
+    source = source_fingerprint(crops_dir, files, cfg, storage)
+    if manifest := finished(index_dir, source, storage):
+        print(f"[lookbook-miner] index: {index_dir} is up to date with the crop files, kept", flush=True)
+        return manifest
     counts, dims = footers(files, storage)
     if len(dims) > 1:
         raise ValueError(f"crop files under {crops_dir} mix embedding dimensions {sorted(dims)}")
@@ -122,6 +158,7 @@ def build(crops_dir: str, index_dir: str, cfg: IndexConfig, storage: StorageConf
         rows=total,
         train_rows=train_rows,
         params=params,
+        source=source,
     )
     manifest.check()
     write_bytes(join(index_dir, shard_index.MANIFEST), manifest.to_json().encode(), storage)

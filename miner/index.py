@@ -63,7 +63,9 @@ class IndexManifest:
     `nprobe` is the number of IVF lists a search visits by default (also stored in each shard
     file); `rows` the total row count, ids 0..rows-1; `train_rows` the size of the sample the
     template was trained on (0 for types that need no training); `params` how the type was
-    chosen (`picked_by`, `nlist`, `pq_m`, `memory_budget_bytes`, `estimated_bytes`, `faiss`).
+    chosen (`picked_by`, `nlist`, `pq_m`, `memory_budget_bytes`, `estimated_bytes`, `faiss`);
+    `source` the fingerprint of the crop files and settings it was built from
+    (`build_index.source_fingerprint`; "" when unknown).
     """
 
     index_type: str
@@ -74,6 +76,7 @@ class IndexManifest:
     rows: int = 0
     train_rows: int = 0
     params: dict = field(default_factory=dict)
+    source: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -563,3 +563,26 @@ def test_build_refuses_a_corrupted_shard(local_ray, tmp_path) -> None:
     shard.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="index shard shard-00001.faiss is corrupt: sha256"):
         ShardedSearcher(str(tmp_path / "index"), cfg, StorageConfig())
+
+
+@pytest.mark.ray
+def test_build_keeps_an_index_of_the_same_crop_files_and_settings(local_ray, tmp_path) -> None:
+    from miner.build_index import build
+    from miner.config import IndexConfig, StorageConfig
+
+    crops, index, storage = tmp_path / "crops", tmp_path / "index", StorageConfig()
+    _crop_files(crops, np.random.default_rng(11), [40, 30], 8)
+    cfg = IndexConfig(shards=2, factory="Flat", use_gpu="off")
+    first = build(str(crops), str(index), cfg, storage)
+    shard = index / first.shards[0].index_file
+    built_at = shard.stat().st_mtime_ns
+    assert build(str(crops), str(index), cfg, storage) == first and shard.stat().st_mtime_ns == built_at
+
+    cfg.shards = 1  # other settings: rebuilt
+    assert len(build(str(crops), str(index), cfg, storage).shards) == 1
+    rewritten = crops / "part-001.parquet"  # a redone work shard rewrites its crop files
+    pq.write_table(pq.read_table(rewritten).slice(0, 10), rewritten)
+    assert build(str(crops), str(index), cfg, storage).rows == 50
+    (index / "shard-00000.faiss").unlink()  # a lost shard file: rebuilt
+    rebuilt = build(str(crops), str(index), cfg, storage)
+    assert (index / "shard-00000.faiss").exists() and rebuilt.rows == 50
