@@ -36,13 +36,16 @@ class ModelSpec:
 
 @dataclass
 class PoolConfig:
-    """Scheduling of one Ray Data stage: an autoscaling actor pool of `min_size..max_size`."""
+    """Scheduling of one Ray Data stage: an autoscaling actor pool of `min_size..max_size`.
+    `threads`: CPU threads of each actor's math libraries (OMP_NUM_THREADS, which torch follows);
+    None leaves Ray's default, `num_cpus` rounded down, at least 1."""
 
     min_size: int = 1
     max_size: int = 1
     batch_size: int = 16
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    threads: int | None = None
 
 
 @dataclass

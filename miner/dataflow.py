@@ -130,6 +130,7 @@ def map_with_actors(
     Dead actors are restarted and their tasks retried without limit (Ray Data's defaults,
     set here so they cannot drift): the guard, not Ray, bounds the attempts.
     """
+    threads = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(pool.threads)}}} if pool.threads else {}
     return ds.map_batches(
         metrics.metered(guarded(actor_class), guard.scope),
         fn_constructor_kwargs={"guard": guard, **constructor_kwargs},
@@ -139,6 +140,7 @@ def map_with_actors(
         num_gpus=pool.num_gpus or None,
         max_restarts=-1,
         max_task_retries=-1,
+        **threads,
     )
 
 

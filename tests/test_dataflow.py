@@ -132,3 +132,22 @@ def test_decode_tasks_read_at_most_rows_per_task_manifest_rows(local_ray, tmp_pa
     blocks = ray.get(decoded(manifest, cfg, "lookbook").materialize().to_arrow_refs())
     assert max(b.num_rows for b in blocks) <= 16 and len(blocks) >= 7
     assert sorted(i for b in blocks for i in b["image_id"].to_pylist()) == ids
+
+
+class ThreadCount:
+    """Reports the torch threads of the actor process that runs it."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        return {**batch, "threads": np.full(len(batch["image_id"]), torch.get_num_threads())}
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(2, 2), (None, 1)])
+def test_pool_threads_set_the_actors_torch_threads(local_ray, threads, expected):
+    rows = [{"image_id": f"r{i}", REASON: ""} for i in range(4)]
+    ledger = start_attempt_ledger()
+    pool = PoolConfig(batch_size=4, num_cpus=0.25, threads=threads)
+    ds = map_with_actors(ray.data.from_items(rows), ThreadCount, pool, AttemptGuard(ledger, "test", 2))
+    assert {r["threads"] for r in ds.take_all()} == {expected}  # None: Ray's default for 0.25 CPU
+    ray.kill(ledger)
