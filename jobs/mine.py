@@ -184,8 +184,7 @@ def timed(times: dict[str, float], stage: str):
 
 def configure_data(cfg: MineConfig) -> None:
     """This driver's Ray Data settings: progress bars, and with `object_store_budget_gb` Ray Data's
-    object store limit (`ExecutionResources`). The limit is what Ray Data's backpressure budgets
-    against; it was measured not to keep the 10x benchmark's memory flat (bench/README.md)."""
+    object store limit (`ExecutionResources`), which its backpressure budgets against."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = cfg.progress
     if cfg.object_store_budget_gb is not None:
