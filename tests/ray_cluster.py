@@ -89,7 +89,11 @@ class LocalCluster:
         head = ["--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1"]
         head += [f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}"]
         self._start("head", [*head, f"--num-cpus={self.head_cpus}"])
-        self.wait_for_nodes(1)
+        try:
+            self.wait_for_nodes(1)
+        except RuntimeError:
+            self.stop()  # the caller gets no cluster to stop
+            raise
 
     def process_env(self) -> dict[str, str]:
         """Environment for the nodes and for Ray clients of this cluster (this interpreter first on PATH)."""
@@ -125,7 +129,7 @@ class LocalCluster:
     def alive_nodes(self) -> int:
         return sum(node.process.poll() is None for node in self.nodes)
 
-    def wait_for_nodes(self, count: int, timeout: float = 60) -> None:
+    def wait_for_nodes(self, count: int, timeout: float = 180) -> None:
         """Wait until `ray status` lists `count` active nodes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
