@@ -41,15 +41,18 @@ def random_colour(rng: np.random.Generator) -> RGB:
 def fabric(pattern: str, rgb: RGB, rng: np.random.Generator, size: int) -> Image.Image:
     """``size`` x ``size`` RGB swatch of ``pattern`` (one of PATTERNS) in ``rgb`` and its contrast colour;
     period 12..25 px. ``graphic`` is plain here: draw_emblem adds its print per garment."""
-    base, other = np.array(rgb, np.float32), np.array(contrast(rgb), np.float32)
     period = int(rng.integers(12, 26))
-    yy, xx = np.mgrid[0:size, 0:size]
-    weight = np.zeros((size, size), np.float32)
+    yy, xx = np.arange(size)[:, None], np.arange(size)[None, :]
     if pattern == "striped":
-        weight = ((yy if rng.random() < 0.7 else xx) % period < period * rng.uniform(0.3, 0.5)).astype(np.float32)
+        stripes = (yy if rng.random() < 0.7 else xx) % period < period * rng.uniform(0.3, 0.5)
+        weight = np.broadcast_to(stripes.astype(np.float32), (size, size))
     elif pattern == "checked":
         weight = 0.4 * ((xx % period) < period // 2) + 0.4 * ((yy % period) < period // 2)
-    swatch = Image.fromarray((base * (1 - weight[..., None]) + other * weight[..., None]).astype(np.uint8))
+    if pattern in ("striped", "checked"):
+        base, other = np.array(rgb, np.float32), np.array(contrast(rgb), np.float32)
+        swatch = Image.fromarray((base * (1 - weight[..., None]) + other * weight[..., None]).astype(np.uint8))
+    else:
+        swatch = Image.new("RGB", (size, size), rgb)
     draw, step = ImageDraw.Draw(swatch), period + 10
     for row, y in enumerate(range(0, size + step, step) if pattern in ("polka-dot", "floral") else ()):
         for x in range(-(row % 2) * step // 2, size + step, step):
