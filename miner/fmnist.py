@@ -9,6 +9,7 @@ with a label 0..9 in LABELS order.
 from __future__ import annotations
 
 import gzip
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     return values.reshape(shape).astype(values.dtype.newbyteorder("="))
 
 
+@lru_cache(maxsize=2)
 def load_split(split: str, folder: str | Path = FMNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n, 28, 28) uint8, labels (n,) uint8) of ``split`` (``train`` or ``test``, the t10k file).
+    """(images (n, 28, 28) uint8, labels (n,) uint8) of ``split`` (``train`` or ``test``, the t10k file),
+    read-only and cached per (split, folder).
 
     FileNotFoundError naming the fix when the files are missing.
     """
@@ -50,4 +53,6 @@ def load_split(split: str, folder: str | Path = FMNIST_DIR) -> tuple[np.ndarray,
     images, labels = (read_idx(path) for path in paths)
     if images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
         raise ValueError(f"{prefix}: images {images.shape} and labels {labels.shape} do not pair up")
+    images.setflags(write=False)
+    labels.setflags(write=False)
     return images, labels
