@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     spec = replace(defaults, empty_fraction=args.empty_fraction, distractor_fraction=args.distractor_fraction)
     test_scenes = args.scenes // 2 if args.test_scenes is None else args.test_scenes
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     infos = make_benchmark(args.out, args.scenes, test_scenes, args.seed, load_vocab(args.vocab), args.garments,
                            args.test_garments, spec, args.workers)  # fmt: skip
     for split, info in infos.items():
@@ -45,7 +45,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"n_garments={info.n_garments} n_scenes={info.n_scenes} n_placements={info.n_placements} "
             f"n_distractors={info.n_distractors} n_empty_scenes={info.n_empty_scenes} n_unplaced={info.n_unplaced}"
         )
-    print(f"wrote {sum(i.n_scenes for i in infos.values())} scenes in {time.perf_counter() - start:.1f} s")
+    scenes, garments = sum(i.n_scenes for i in infos.values()), sum(i.n_garments for i in infos.values())
+    print(f"wrote {scenes} scenes and {garments} garments in {time.perf_counter() - start:.1f} s "
+          f"({_cpu_seconds() - cpu_start:.1f} CPU s, workers included)")  # fmt: skip
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU time of this process and its finished child processes."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 if __name__ == "__main__":
