@@ -141,10 +141,8 @@ def plan_split(
             f"need {max_per_scene + n_blocked} <= garments < {len(eligible)} (allowed items); got {n_garments}"
         )
     garment_item = rng.choice(eligible, n_garments, replace=False)
-    garment_colour, garment_pattern = (
-        rng.integers(n_colours, size=n_garments),
-        rng.integers(n_patterns, size=n_garments),
-    )
+    garment_colour = rng.integers(n_colours, size=n_garments)
+    garment_pattern = rng.integers(n_patterns, size=n_garments)
 
     counts = rng.choice(np.arange(1, max_per_scene + 1), size=n_scenes, p=spec.garments_per_scene)
     scene_start = np.concatenate([[0], np.cumsum(counts)])
@@ -462,17 +460,22 @@ def _run(writer: _SplitWriter, task: Callable, n: int, workers: int) -> Iterator
         yield from pool.imap(task, range(n), chunksize=8)
 
 
-def _write_parquet(path: Path, schema: pa.Schema, rows: Iterator[dict]) -> int:
-    """Stream ``rows`` into ``path`` in batches of _ROWS_PER_BATCH; the row count."""
-    count, batch = 0, []
-    with pq.ParquetWriter(path, schema) as writer:
-        for row in rows:
-            batch.append(row)
-            if len(batch) == _ROWS_PER_BATCH:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                count, batch = count + len(batch), []
-        writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-    return count + len(batch)
+class _ParquetRows:
+    """Rows added one at a time, written to ``path`` in row groups of _ROWS_PER_BATCH (the last one shorter)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.schema, self.writer, self.batch, self.count = schema, pq.ParquetWriter(path, schema), [], 0
+
+    def add(self, row: dict) -> None:
+        self.batch.append(row)
+        self.count += 1
+        if len(self.batch) == _ROWS_PER_BATCH:
+            self.writer.write_table(pa.Table.from_pylist(self.batch, schema=self.schema))
+            self.batch = []
+
+    def close(self) -> None:
+        self.writer.write_table(pa.Table.from_pylist(self.batch, schema=self.schema))
+        self.writer.close()
 
 
 def write_split(
@@ -489,8 +492,8 @@ def write_split(
 
     Categories, colours and patterns are vocab's values that FMNIST_CATEGORIES, COLOUR_RGB and PATTERNS
     cover (ValueError if one is left empty); items of other categories are never used. ``n_garments`` None:
-    min(n_scenes, allowed items) // 2. Holds the plan and
-    manifest rows in memory (about 100 bytes per scene), never more than one image per process.
+    min(n_scenes, allowed items) // 2. Holds the plan (about 100 bytes per scene) and one Parquet row group
+    per manifest in memory, and one scene's images per process.
     """
     if n_scenes < 1 or seed < 0:
         raise ValueError(f"need n_scenes >= 1 and seed >= 0; got {n_scenes}, {seed}")
@@ -510,20 +513,22 @@ def write_split(
     (out / "garments").mkdir(parents=True, exist_ok=True)
     (out / "lookbook").mkdir(parents=True, exist_ok=True)
     writer = _SplitWriter(out, split, seed, images, labels, values["colour"], values["pattern"], plan, spec)
-    _write_parquet(out / "garments.parquet", BENCHMARK_GARMENT_SCHEMA, _run(writer, _garment_task, n_garments, workers))
-    truth: list[dict] = []
-
-    def lookbook_rows() -> Iterator[dict[str, str]]:
-        for lookbook_row, truth_rows in _run(writer, _scene_task, n_scenes, workers):
-            truth.extend(truth_rows)
-            yield lookbook_row
-
-    _write_parquet(out / "lookbook.parquet", LOOKBOOK_SCHEMA, lookbook_rows())
-    _write_parquet(out / "truth.parquet", BENCHMARK_TRUTH_SCHEMA, iter(truth))
+    garments = _ParquetRows(out / "garments.parquet", BENCHMARK_GARMENT_SCHEMA)
+    for row in _run(writer, _garment_task, n_garments, workers):
+        garments.add(row)
+    garments.close()
+    lookbook = _ParquetRows(out / "lookbook.parquet", LOOKBOOK_SCHEMA)
+    truth = _ParquetRows(out / "truth.parquet", BENCHMARK_TRUTH_SCHEMA)
+    for lookbook_row, truth_rows in _run(writer, _scene_task, n_scenes, workers):
+        lookbook.add(lookbook_row)
+        for row in truth_rows:
+            truth.add(row)
+    lookbook.close()
+    truth.close()
     catalogue = plan.slot_garment >= 0
     scene_of_slot = np.repeat(np.arange(n_scenes), np.diff(plan.scene_start))
     return SplitInfo(out / "garments.parquet", out / "lookbook.parquet", out / "truth.parquet", n_garments,
-                     n_scenes, len(truth), int((~catalogue).sum()),
+                     n_scenes, truth.count, int((~catalogue).sum()),
                      n_scenes - len(np.unique(scene_of_slot[catalogue])),
                      n_garments - len(np.unique(plan.slot_garment[catalogue])))  # fmt: skip
 
