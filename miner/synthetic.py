@@ -23,6 +23,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter
 
+from miner.drawing import (
+    COLOUR_RGB,
+    PATTERNS,
+    draw_emblem,
+    fabric,
+    jittered_rgb,
+    product_shot,
+    random_colour,
+    seam_colour,
+)
 from miner.vocab import ATTRIBUTES
 
 GARMENT_SCHEMA = pa.schema(
@@ -35,13 +45,6 @@ TRUTH_SCHEMA = pa.schema(
     + [(name, pa.float32()) for name in ("x0", "y0", "x1", "y1")]
 )
 
-COLOUR_RGB: dict[str, tuple[int, int, int]] = {
-    "black": (30, 30, 32), "white": (244, 244, 238), "grey": (128, 128, 130), "red": (196, 30, 38),
-    "orange": (238, 128, 30), "yellow": (242, 206, 44), "green": (40, 136, 62), "blue": (42, 92, 206),
-    "navy": (26, 36, 84), "purple": (118, 52, 148), "pink": (238, 150, 180), "brown": (118, 74, 40),
-    "beige": (218, 198, 162),
-}  # fmt: skip
-PATTERNS = ("solid", "striped", "checked", "polka-dot", "floral", "graphic")
 _TOP_SLEEVES = ("short-sleeved", "long-sleeved")
 _ANY_SLEEVES = ("sleeveless", "short-sleeved", "long-sleeved")
 _LEGS = {"cropped": 2.4, "full-length": 2.9}
@@ -131,7 +134,7 @@ def make_sample(
         attributes = _sample_attributes(rng, vocab)
         cutouts.append(_render_garment(attributes, rng))
         path = out / "garments" / f"g{index:05d}.png"
-        _product_shot(cutouts[-1], rng).save(path, format="PNG")
+        product_shot(cutouts[-1], rng).save(path, format="PNG")
         garment_rows.append({"garment_id": path.stem, "uri": str(path), "text": caption(attributes), **attributes})
     families = [CATEGORY_STYLES[row["category"]][0] for row in garment_rows]
 
@@ -234,33 +237,6 @@ def _silhouette(category: str, sleeve: str, hem: float) -> tuple[list[Poly], lis
     return polys, details + paired + [(kind, _mirror(points)) for kind, points in paired]
 
 
-def _contrast(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    return (32, 34, 48) if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 140 else (240, 238, 230)
-
-
-def _fabric(pattern: str, rgb: tuple[int, int, int], rng: np.random.Generator) -> Image.Image:
-    """_CANVAS x _CANVAS RGB swatch; ``graphic`` is plain here, its emblem is drawn per garment."""
-    base, other = np.array(rgb, np.float32), np.array(_contrast(rgb), np.float32)
-    period = int(rng.integers(12, 26))
-    yy, xx = np.mgrid[0:_CANVAS, 0:_CANVAS]
-    weight = np.zeros((_CANVAS, _CANVAS), np.float32)
-    if pattern == "striped":
-        weight = ((yy if rng.random() < 0.7 else xx) % period < period * rng.uniform(0.3, 0.5)).astype(np.float32)
-    elif pattern == "checked":
-        weight = 0.4 * ((xx % period) < period // 2) + 0.4 * ((yy % period) < period // 2)
-    swatch = Image.fromarray((base * (1 - weight[..., None]) + other * weight[..., None]).astype(np.uint8))
-    draw, step = ImageDraw.Draw(swatch), period + 10
-    for row, y in enumerate(range(0, _CANVAS + step, step) if pattern in ("polka-dot", "floral") else ()):
-        for x in range(-(row % 2) * step // 2, _CANVAS + step, step):
-            if pattern == "polka-dot":
-                draw.circle((x, y), step * 0.22, fill=_contrast(rgb))
-                continue
-            for angle in np.linspace(0, 2 * np.pi, 5, endpoint=False) + rng.uniform(0, 1):
-                draw.circle((x + 5 * np.cos(angle), y + 5 * np.sin(angle)), 4, fill=_contrast(rgb))
-            draw.circle((x, y), 3, fill=(236, 190, 40))
-    return swatch
-
-
 def _render_garment(attributes: Mapping[str, str], rng: np.random.Generator) -> Image.Image:
     """_CANVAS x _CANVAS RGBA cutout: alpha 255 on the garment, 0 elsewhere."""
     hem = CATEGORY_STYLES[attributes["category"]][2][attributes["length"]]
@@ -273,20 +249,18 @@ def _render_garment(attributes: Mapping[str, str], rng: np.random.Generator) -> 
     def px(poly: Poly) -> list[tuple[float, float]]:
         return [(x, y) for x, y in (np.array(poly) * scale + offset).tolist()]
 
-    base = tuple(int(c) for c in np.clip(np.add(COLOUR_RGB[attributes["colour"]], rng.integers(-8, 9, 3)), 0, 255))
-    seam = tuple(int(c * 0.55) for c in base) if sum(base) > 90 else (90, 90, 96)
+    base = jittered_rgb(attributes["colour"], rng)
+    seam = seam_colour(base)
     shade = 1 - 0.22 * np.linspace(-1, 1, _CANVAS, dtype=np.float32) ** 2  # cylinder shading across x
-    fabric = Image.fromarray((np.asarray(_fabric(attributes["pattern"], base, rng)) * shade[:, None]).astype(np.uint8))
+    swatch = np.asarray(fabric(attributes["pattern"], base, rng, _CANVAS))
+    cloth = Image.fromarray((swatch * shade[:, None]).astype(np.uint8))
     mask = Image.new("L", (_CANVAS, _CANVAS), 0)
-    draw, mask_draw = ImageDraw.Draw(fabric), ImageDraw.Draw(mask)
+    draw, mask_draw = ImageDraw.Draw(cloth), ImageDraw.Draw(mask)
     for poly in polys:
         mask_draw.polygon(px(poly), fill=255)
         draw.polygon(px(poly), outline=seam, width=2)
     if attributes["pattern"] == "graphic":
-        x0, y0, x1, y1 = mask.getbbox()
-        emblem = ((x0 + x1) / 2, y0 + 0.32 * (y1 - y0), 0.14 * (x1 - x0))
-        sides, rotation = int(rng.integers(3, 7)), float(rng.uniform(0, 90))
-        draw.regular_polygon(emblem, sides, rotation, fill=_contrast(base), outline=seam)
+        draw_emblem(draw, mask.getbbox(), base, seam, rng)
     for kind, xy in ((kind, px(points)) for kind, points in details):
         if kind == "hole":
             mask_draw.ellipse(xy, fill=0)
@@ -298,19 +272,9 @@ def _render_garment(attributes: Mapping[str, str], rng: np.random.Generator) -> 
             draw.circle(xy[0], 0.012 * scale, fill=seam)
         else:
             draw.line(xy, fill=(214, 170, 60) if kind == "stitch" else seam, width=2)
-    cutout = fabric.convert("RGBA")
+    cutout = cloth.convert("RGBA")
     cutout.putalpha(mask)
     return cutout
-
-
-def _product_shot(cutout: Image.Image, rng: np.random.Generator) -> Image.Image:
-    level = int(rng.integers(228, 251))
-    ramp = np.linspace(level, level - 12, _CANVAS, dtype=np.float32)[:, None, None]
-    shot = Image.fromarray(np.broadcast_to(ramp, (_CANVAS, _CANVAS, 3)).astype(np.uint8))
-    shadow = cutout.getchannel("A").point(lambda a: a // 4).filter(ImageFilter.GaussianBlur(6))
-    shot.paste((90, 90, 90), (4, 6), shadow)
-    shot.paste(cutout, (0, 0), cutout)
-    return shot
 
 
 def _plan_scenes(rng: np.random.Generator, n_garments: int, n_scenes: int) -> list[list[int]]:
@@ -324,19 +288,14 @@ def _plan_scenes(rng: np.random.Generator, n_garments: int, n_scenes: int) -> li
     return plan
 
 
-def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    mix = rng.uniform(0.2, 0.9)  # share of a saturated colour against mid grey
-    return tuple(int(c) for c in rng.integers(0, 256, 3) * mix + 128 * (1 - mix))
-
-
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """Gradient wall, optional floor or striped wallpaper, 0..8 props, sometimes out of focus."""
     t = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
-    top, bottom = np.array(_random_colour(rng), np.float32), np.array(_random_colour(rng), np.float32)
+    top, bottom = np.array(random_colour(rng), np.float32), np.array(random_colour(rng), np.float32)
     rows, columns = top * (1 - t) + bottom * t, np.ones((1, width, 1), np.float32)  # (h, 1, 3), (1, w, 1)
     style, horizon = int(rng.integers(3)), int(height * rng.uniform(0.55, 0.8))
     if style == 1:  # wall and floor
-        floor = np.array(_random_colour(rng), np.float32)
+        floor = np.array(random_colour(rng), np.float32)
         rows[horizon:] = floor * np.linspace(0.8, 1.1, height - horizon, dtype=np.float32)[:, None, None]
     elif style == 2:  # striped wallpaper
         period = int(rng.integers(16, 90))
@@ -344,12 +303,12 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     scene = Image.fromarray((rows * columns).clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(scene)
     for x in np.linspace(-width, 2 * width, int(rng.integers(6, 20))) if style == 1 else ():  # floor boards
-        draw.line([(width / 2 + (x - width / 2) * 0.3, horizon), (x, height)], fill=_random_colour(rng), width=2)
+        draw.line([(width / 2 + (x - width / 2) * 0.3, horizon), (x, height)], fill=random_colour(rng), width=2)
     for _ in range(int(rng.integers(0, 9))):
         x, y = rng.uniform(-50, width), rng.uniform(-50, height)
         box = (x, y, x + rng.uniform(20, 0.4 * width), y + rng.uniform(20, 0.5 * height))
         shape = draw.rectangle if rng.random() < 0.6 else draw.ellipse
-        shape(box, fill=_random_colour(rng), outline=_random_colour(rng) if rng.random() < 0.5 else None, width=3)
+        shape(box, fill=random_colour(rng), outline=random_colour(rng) if rng.random() < 0.5 else None, width=3)
     return scene.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 3)))) if rng.random() < 0.35 else scene
 
 
@@ -373,7 +332,7 @@ def _draw_person(draw: ImageDraw.ImageDraw, box: Box, family: str, rng: np.rando
     """Head plus torso or legs around where a garment of ``family`` will be pasted over ``box``."""
     x0, y0, x1, y1 = box
     cx, bw, bh = (x0 + x1) / 2, x1 - x0, y1 - y0
-    skin, clothes = _SKIN[int(rng.integers(len(_SKIN)))], _random_colour(rng)
+    skin, clothes = _SKIN[int(rng.integers(len(_SKIN)))], random_colour(rng)
     if family in _LOWER_BODY_FAMILIES:
         neck_y, r, leg_end = y0 - 0.7 * bh, 0.22 * bw, y1 + (0.05 if family == "trousers" else 0.8) * bh
         draw.rectangle((cx - 0.55 * bw, neck_y, cx + 0.55 * bw, y0 + 5), fill=clothes)
@@ -409,7 +368,7 @@ def _compose_scene(
             ox, oy = rng.uniform(box[0], box[2]), rng.uniform(box[1], box[3])
             ow, oh = rng.uniform(0.08, 0.18) * (box[2] - box[0]), rng.uniform(0.08, 0.18) * (box[3] - box[1])
             prop = draw.rectangle if rng.random() < 0.5 else draw.ellipse
-            prop((ox - ow, oy - oh, ox + ow, oy + oh), fill=_random_colour(rng))
+            prop((ox - ow, oy - oh, ox + ow, oy + oh), fill=random_colour(rng))
     gain = rng.uniform(0.8, 1.15) * rng.uniform(0.9, 1.1, 3)  # exposure and colour cast, per channel
     scene = scene.point(np.clip(np.arange(256)[None, :] * gain[:, None], 0, 255).astype(np.uint8).ravel().tolist())
     grain = (rng.standard_normal((height, width, 1), dtype=np.float32) * rng.uniform(1, 8)).astype(np.int16)
