@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from jobs import evaluate
 from miner import evaluation as ev
 from miner.boxes import iou, match_by_iou
 from miner.config import TierConfig
@@ -260,3 +263,22 @@ def test_report_puts_it_together():
     assert (out["detection_recall"]["hits"], out["detection_recall"]["total"]) == (3, 5)
     assert set(out["attribute_accuracy"]) == set(ATTRIBUTES)
     assert ev.report(PAIRS, TRUTH, GARMENTS, None, 2, ev.EvalSettings())["detection_recall"] is None
+
+
+def test_evaluate_job_reads_a_run_folder_and_writes_json_and_curve(tmp_path, capsys):
+    run, split = tmp_path / "run", tmp_path / "split"
+    for folder, table in (("pairs", PAIRS), ("crops", CROPS)):
+        (run / folder / "shard=00000").mkdir(parents=True)
+        pq.write_table(table, run / folder / "shard=00000" / "part-000000.parquet")
+    split.mkdir()
+    pq.write_table(TRUTH, split / "truth.parquet")
+    pq.write_table(GARMENTS, split / "garments.parquet")
+    report = evaluate.main(["--pairs", str(run), "--truth", str(split), "--ks", "1", "2", "10"])
+    assert json.loads((run / "evaluation.json").read_text()) == json.loads(json.dumps(report))
+    assert report["counts"]["top_k"] == 3  # no config.yaml: the longest candidate list
+    assert [report["retrieval_recall"][k]["hits"] for k in ("1", "2")] == [1, 2] and report["retrieval_recall"][
+        "10"
+    ] is None
+    assert report["detection_recall"]["hits"] == 3
+    assert pq.read_table(run / "evaluation.curve.parquet")["precision"].to_pylist() == [1.0, 0.5, 2 / 3, 0.5]
+    assert "retrieval recall@2   0.667 [" in capsys.readouterr().out
