@@ -73,6 +73,10 @@ def _number(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
+def _array(table: pa.Table, column: str) -> pa.Array:
+    return table[column].combine_chunks()
+
+
 def pair_keys(garment_ids: pa.Array, image_ids: pa.Array) -> pa.Array:
     """One string key per (garment_id, image_id) row; null where either is null."""
     return pc.binary_join_element_wise(garment_ids, image_ids, _KEY_SEPARATOR)
@@ -157,8 +161,9 @@ def _rows_by_value(values: np.ndarray) -> dict[str, np.ndarray]:
 def match_truth_to_crops(truth: pa.Table, crops: pa.Table, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
     """(truth row indices, crop row indices) of the truth boxes found by a crop: per image,
     `boxes.match_by_iou` (one-to-one, IoU >= min_iou). Every truth row counts, distractors too."""
+    empty = np.zeros(0, np.int64)
     if not len(truth) or not len(crops):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return empty, empty
     truth_xyxy, crop_xyxy = truth_boxes(truth), matrix(crops["box"])
     crop_rows = _rows_by_value(crops["image_id"].to_numpy(zero_copy_only=False))
     matched_truth, matched_crops = [], []
@@ -168,9 +173,7 @@ def match_truth_to_crops(truth: pa.Table, crops: pa.Table, min_iou: float) -> tu
         t, c = boxes.match_by_iou(truth_xyxy[truth_rows], crop_xyxy[crop_rows[image]], min_iou)
         matched_truth.append(truth_rows[t])
         matched_crops.append(crop_rows[image][c])
-    return np.concatenate(matched_truth or [np.zeros(0, np.int64)]), np.concatenate(
-        matched_crops or [np.zeros(0, np.int64)]
-    )
+    return np.concatenate([empty, *matched_truth]), np.concatenate([empty, *matched_crops])
 
 
 def truth_attributes(truth: pa.Table, garments: pa.Table) -> dict[str, np.ndarray]:
@@ -230,10 +233,6 @@ def threshold_for_precision(scores: np.ndarray, true: np.ndarray, target: float)
     group_end = np.append(ranked[1:] != ranked[:-1], True)  # last rank of each run of equal scores
     reaching = ranked[group_end][curve["precision"][group_end] >= target]
     return float(reaching.min()) if len(reaching) else None
-
-
-def _array(table: pa.Table, column: str) -> pa.Array:
-    return table[column].combine_chunks()
 
 
 def _element(lists: pa.Array, index: np.ndarray) -> pa.Array:
