@@ -97,7 +97,7 @@ def format_report(report: dict) -> str:
     lines.append(
         f"score threshold for precision >= {threshold['target']}: {reached} (coverage {threshold['coverage']:.3f})"
     )
-    lines.append(f"detection recall (IoU >= min_iou): {proportion_text(report['detection_recall'], True)}")
+    lines.append(f"detection recall (IoU >= {report['min_iou']}): {proportion_text(report['detection_recall'], True)}")
     for name, p in (report["attribute_accuracy"] or {}).items():
         if p["total"]:
             lines.append(f"attribute accuracy {name:9s} {proportion_text(p, True)} of {p['total']}")

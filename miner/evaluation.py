@@ -338,6 +338,7 @@ def report(
             "score": threshold,
             "coverage": float((scores[scored] >= threshold).mean()) if threshold is not None else 0.0,
         },
+        "min_iou": settings.min_iou,
         "detection_recall": None,
         "attribute_accuracy": None,
     }
