@@ -69,8 +69,9 @@ def _vectors_with_sentinel(payload: pa.Table | None, column: str, dim: int) -> n
 
 class GarmentScorer:
     """Ray Data stage: garment rows (with `embedding`, `caption_embedding`) in, one scored row per
-    garment out: best crop, s_vlm, s_siglip, score, margin, n_candidates (SCORED schema plus the
-    quarantine columns). Quarantined rows are not searched: they come out without a candidate."""
+    garment out: best crop, s_vlm, s_siglip, score, margin, n_candidates and the candidates
+    themselves in search order (SCORED schema plus the quarantine columns). Quarantined rows are
+    not searched: they come out without a candidate."""
 
     def __init__(self, index_dir: str, cfg: ScoringConfig, index_cfg: IndexConfig, storage: StorageConfig):
         self.searcher = ShardedSearcher(index_dir, index_cfg, storage)
@@ -92,6 +93,7 @@ class GarmentScorer:
             self.cfg.lambda_vlm,
             self.cfg.lambda_siglip,
         )
+        n_candidates = valid.sum(axis=1).astype(np.int32)  # valid ids are a prefix (merge_topk ranks -1 last)
         best = np.where(match.index >= 0, rows[np.arange(len(rows)), np.maximum(match.index, 0)], -1)
         return {
             "garment_id": batch["image_id"],
@@ -104,8 +106,17 @@ class GarmentScorer:
             "s_siglip": match.s_siglip,
             "score": match.score,
             "margin": match.margin,
-            "n_candidates": valid.sum(axis=1).astype(np.int32),
+            "n_candidates": n_candidates,
+            "candidate_crop_ids": _leading(self.searcher.crop_id[rows], n_candidates),
+            "candidate_image_ids": _leading(self.searcher.image_id[rows], n_candidates),
+            "candidate_s_vlm": _leading(match.candidate_s_vlm, n_candidates),
+            "candidate_s_siglip": _leading(match.candidate_s_siglip, n_candidates),
             REASON: batch[REASON],
             ERROR: batch[ERROR],
             SHARD: batch[SHARD],
         }
+
+
+def _leading(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(b,) object array: row i's first counts[i] values of the (b, k) `values`, as a list."""
+    return objects([row[:n].tolist() for row, n in zip(values, counts)])

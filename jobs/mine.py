@@ -108,9 +108,17 @@ def run_in_shards(
     return done, len(pending)
 
 
+def whole_images(ds: ray.data.Dataset, cfg: MineConfig, stage: str) -> ray.data.Dataset:
+    """Decoded rows -> one whole-image crop row each (no detector)."""
+    return ds.map_batches(metrics.metered(whole_image_crops, stage), fn_kwargs={"cfg": cfg.detector})
+
+
 def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.data.Dataset:
-    """Manifest rows -> crop rows with embeddings and descriptions."""
+    """Manifest rows -> crop rows with embeddings and descriptions (whole images when the detector
+    is disabled; `fusion.lookbook` applies to the detector path only)."""
     ds = decoded(ds, cfg, guard.scope)
+    if not cfg.detector.enabled:
+        return describe(whole_images(ds, cfg, guard.scope), cfg, guard)
     if cfg.fusion.lookbook:
         return map_with_actors(
             ds, FusedLookbookModels, cfg.fusion.pool, guard,
@@ -122,8 +130,7 @@ def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard
 
 def garment_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.data.Dataset:
     """Manifest rows -> one scored row per garment (its best crop in the index)."""
-    crops = metrics.metered(whole_image_crops, guard.scope)
-    ds = describe(decoded(ds, cfg, guard.scope).map_batches(crops, fn_kwargs={"cfg": cfg.detector}), cfg, guard)
+    ds = describe(whole_images(decoded(ds, cfg, guard.scope), cfg, guard.scope), cfg, guard)
     return map_with_actors(
         ds, GarmentScorer, cfg.scoring.pool, guard,
         index_dir=join(cfg.output, INDEX), cfg=cfg.scoring, index_cfg=cfg.index, storage=cfg.storage,
@@ -246,7 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def models_used(cfg: MineConfig) -> dict[str, dict[str, str]]:
-    used = {"detector": cfg.detector.model, "embedder": cfg.embedder.model}
+    used = {"detector": cfg.detector.model} if cfg.detector.enabled else {}
+    used["embedder"] = cfg.embedder.model
     if cfg.captioner.kind == "generative":
         used["captioner"] = cfg.captioner.model
     return {role: {"spec": m.spec, "sha256": m.sha256 or "", "note": m.note} for role, m in used.items()}

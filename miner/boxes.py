@@ -39,3 +39,32 @@ def crop_pixels(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     x1 = max(int(np.ceil(box[2])), x0 + 1)
     y1 = max(int(np.ceil(box[3])), y0 + 1)
     return image[y0:y1, x0:x1]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) float64 intersection over union of boxes a (n, 4) and b (m, 4); 0 where the union is empty."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    width = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    height = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = width * height
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def match_by_iou(truth: np.ndarray, found: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of truth boxes (n, 4) to found boxes (m, 4): pairs with IoU >= min_iou,
+    taken greedily by IoU descending (ties: lower truth index, then lower found index), each box
+    used at most once. Returns (truth indices, found indices), int64, in the order taken."""
+    overlaps = iou(truth, found)
+    t, f = np.nonzero(overlaps >= min_iou)
+    taken_t, taken_f, used_t, used_f = [], [], set(), set()
+    for i in np.lexsort((f, t, -overlaps[t, f])):
+        if t[i] not in used_t and f[i] not in used_f:
+            used_t.add(t[i])
+            used_f.add(f[i])
+            taken_t.append(t[i])
+            taken_f.append(f[i])
+    return np.asarray(taken_t, np.int64), np.asarray(taken_f, np.int64)

@@ -80,8 +80,10 @@ class DecodeConfig:
 
 @dataclass
 class DetectorConfig:
-    """Garment-region detection: boxes with score >= `min_score`, at most `max_crops` per image."""
+    """Garment-region detection: boxes with score >= `min_score`, at most `max_crops` per image.
+    `enabled` false skips the detector: every lookbook image is one whole-image crop."""
 
+    enabled: bool = True
     model: ModelSpec = field(default_factory=ModelSpec)
     image_size: int = 640
     min_score: float = 0.25

@@ -66,6 +66,12 @@ SCORED = pa.schema(
         ("score", pa.float32()),
         ("margin", pa.float32()),
         ("n_candidates", pa.int32()),
+        # The garment's index candidates in search order (image cosine descending), n_candidates of each:
+        # what retrieval recall@k and re-scoring with other lambdas read (miner.evaluation).
+        ("candidate_crop_ids", pa.list_(pa.string())),
+        ("candidate_image_ids", pa.list_(pa.string())),
+        ("candidate_s_vlm", pa.list_(pa.float32())),
+        ("candidate_s_siglip", pa.list_(pa.float32())),
     ]
 )
 

@@ -12,13 +12,17 @@ NO_CANDIDATE = -1
 @dataclass(frozen=True)
 class BestMatch:
     """Per garment (shape (b,)): index of the best candidate (NO_CANDIDATE when none), its scores,
-    and `margin` = best score minus runner-up score (NaN with fewer than two candidates)."""
+    and `margin` = best score minus runner-up score (NaN with fewer than two candidates);
+    `candidate_s_vlm` / `candidate_s_siglip`: (b, k) float32 cosines of every candidate (invalid
+    ones included, as computed)."""
 
     index: np.ndarray
     s_vlm: np.ndarray
     s_siglip: np.ndarray
     score: np.ndarray
     margin: np.ndarray
+    candidate_s_vlm: np.ndarray
+    candidate_s_siglip: np.ndarray
 
 
 def merge_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,13 +54,26 @@ def best_match(
     lambda_vlm: float,
     lambda_siglip: float,
 ) -> BestMatch:
-    """Score every candidate of every garment and keep the best.
+    """Score every candidate of every garment and keep the best (see `best_candidate`).
 
     garment_*: (b, d) unit vectors; candidate_*: (b, k, d) unit vectors; valid: (b, k) bool, k >= 1.
-    S_VLM and S_SigLIP are cosines in [-1, 1]; ties go to the lower candidate index.
+    S_VLM and S_SigLIP are cosines in [-1, 1].
     """
     s_vlm = np.einsum("bd,bkd->bk", garment_caption, candidate_caption, dtype=np.float32)
     s_siglip = np.einsum("bd,bkd->bk", garment_image, candidate_image, dtype=np.float32)
+    return best_candidate(s_vlm, s_siglip, valid, lambda_vlm, lambda_siglip)
+
+
+def best_candidate(
+    s_vlm: np.ndarray, s_siglip: np.ndarray, valid: np.ndarray, lambda_vlm: float, lambda_siglip: float
+) -> BestMatch:
+    """The best candidate per garment by S = lambda_vlm * s_vlm + lambda_siglip * s_siglip (float32).
+
+    s_vlm, s_siglip: (b, k) float32 cosines; valid: (b, k) bool, k >= 1. Ties go to the lower
+    candidate index. Re-scoring stored candidate cosines with other lambdas goes through here too.
+    """
+    s_vlm = np.asarray(s_vlm, np.float32)
+    s_siglip = np.asarray(s_siglip, np.float32)
     score = np.where(valid, lambda_vlm * s_vlm + lambda_siglip * s_siglip, -np.inf).astype(np.float32)
     order = np.argsort(-score, axis=1, kind="stable")
     rows = np.arange(len(score))
@@ -73,4 +90,6 @@ def best_match(
         s_siglip=np.where(has_best, s_siglip[rows, best], nan),
         score=np.where(has_best, best_score, nan),
         margin=margin,
+        candidate_s_vlm=s_vlm,
+        candidate_s_siglip=s_siglip,
     )

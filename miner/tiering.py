@@ -69,3 +69,13 @@ def score_bins(scores: np.ndarray, low: float, high: float, bins: int) -> np.nda
     """Histogram bin of each score over [low, high] in `bins` equal bins (clipped at both ends). (n,) int64."""
     position = np.floor((scores.astype(np.float64) - low) / (high - low) * bins)
     return np.clip(position, 0, bins - 1).astype(np.int64)
+
+
+def cutoffs_in_memory(scores: np.ndarray, ids: np.ndarray, counts: Mapping[str, int]) -> list[Cutoff | None]:
+    """The count-mode cutoffs from every score at once: the same cutoffs the job's two streaming
+    passes find (every scored garment treated as one bin). NaN scores are not ranked."""
+    scored = ~np.isnan(scores)
+    n = int(scored.sum())
+    return [
+        cutoff_in_bin(scores[scored], ids[scored], 0, rank) if rank <= n else None for rank in cumulative_ranks(counts)
+    ]

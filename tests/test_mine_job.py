@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from jobs import mine
-from miner import schemas
+from miner import evaluation, schemas
+from miner.config import load_config
 from miner.dataflow import ManifestError
 from miner.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
 from miner.index import IndexManifest, sha256
@@ -197,3 +198,26 @@ def test_duplicate_ids_fail_before_any_compute(inputs, model_overrides, local_ra
     with pytest.raises(ManifestError, match=f"duplicate ids: '{lookbook['image_id'][0]}' \\(x2\\)"):
         mine.main(args)
     assert not (output / mine.CROPS).exists()
+
+
+def test_candidates_are_stored_and_rescoring_them_reproduces_the_pairs(run):
+    pairs = read(run, mine.PAIRS)
+    crops = read(run, mine.CROPS).num_rows
+    cfg = load_config([str(run["output"] / "config.yaml")])
+    for column in ("candidate_crop_ids", "candidate_image_ids", "candidate_s_vlm", "candidate_s_siglip"):
+        assert [len(c) for c in pairs[column].to_pylist()] == [min(cfg.scoring.top_k, crops)] * len(pairs)
+    for crop_ids, image_ids in zip(pairs["candidate_crop_ids"].to_pylist(), pairs["candidate_image_ids"].to_pylist()):
+        assert [c.rsplit(":", 1)[0] for c in crop_ids] == image_ids
+    again = evaluation.rescored(pairs, cfg.scoring.lambda_vlm, cfg.scoring.lambda_siglip, cfg.tiers)
+    for column in ("garment_id", "image_id", "crop_id", "s_vlm", "s_siglip", "score", "margin", "tier"):
+        assert again[column].to_pylist() == pairs[column].to_pylist(), column
+
+
+def test_disabled_detector_makes_one_whole_image_crop_per_image(sample, model_overrides, local_ray, tmp_path):
+    inputs = [f"lookbook={sample.lookbook_path}", f"garments={sample.garments_path}"]
+    summary = mine.main([*model_overrides, *inputs, f"output={tmp_path}", "detector.enabled=false"])
+    crops = pq.read_table(tmp_path / mine.CROPS, partitioning=None)
+    assert crops.num_rows == sample.n_images - len(sample.bad_ids) == len(set(ids(crops, "image_id")))
+    assert set(ids(crops, "det_class")) == {-1} and all(c.endswith(":0") for c in ids(crops, "crop_id"))
+    assert all(box[:2] == [0.0, 0.0] for box in crops["box"].to_pylist())
+    assert "detector" not in summary["models"]

@@ -1,0 +1,104 @@
+"""Ablation of the seed method on one benchmark split: crops (detector or whole image) x score
+(S_SigLIP only, S_VLM only, combined), in one table.
+
+python -m jobs.ablate --truth SPLIT_DIR --out OUT_DIR [overlay.yaml ...] [key=value ...]
+
+Runs the mining job twice on the split, into OUT_DIR/detector (detection crops) and
+OUT_DIR/whole_image (`detector.enabled=false`); a run whose summary.json carries the same config hash
+is reused, an unfinished one resumes from its committed shards. Each run is then evaluated with the
+three lambda settings of `miner.evaluation.ablation_lambdas` by re-scoring its stored candidates
+(no rerun). Overlays and key=value overrides go to the mining job (models, tiers, pools), as for
+`python -m jobs.mine`. Writes OUT_DIR/ablation.json, OUT_DIR/ablation.md (the table) and one
+precision-vs-coverage curve per row under OUT_DIR/curves/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobs import mine
+from jobs.evaluate import format_report, proportion_text, read_run, read_split, write_curve
+from miner import evaluation
+from miner.config import config_hash, load_config
+from miner.tiering import TIERS
+
+CROPS = {"detector": "detector.enabled=true", "whole_image": "detector.enabled=false"}  # run name: override
+
+
+def mine_once(args: list[str]) -> dict:
+    """The run's summary: from its summary.json when that carries this config's hash, else mined now."""
+    cfg = load_config(args)
+    summary_path = Path(cfg.output) / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("config_hash") == config_hash(cfg):
+            print(f"[ablate] reusing {cfg.output} (config {summary['config_hash']})", flush=True)
+            return summary
+    return mine.main(args)
+
+
+def table_row(crops: str, setting: str, lambdas: tuple[float, float], report: dict) -> dict[str, str]:
+    """One line of the ablation table: high-tier precision with its CI, precision per tier,
+    recall@k (recall@10 with its CI), detection recall, accuracy of each attribute the truth knows."""
+    row = {"crops": crops, "score": setting, "λ_vlm, λ_siglip": f"{lambdas[0]:g}, {lambdas[1]:g}"}
+    row["high P [95% CI]"] = proportion_text(report["tiers"]["high"]["precision"], ci=True)
+    row.update({f"{tier} P": proportion_text(report["tiers"][tier]["precision"]) for tier in TIERS[1:]})
+    for k, p in report["retrieval_recall"].items():
+        row[f"R@{k}" + (" [95% CI]" if k == "10" else "")] = proportion_text(p, ci=k == "10")
+    row["det. recall"] = proportion_text(report["detection_recall"])
+    for name, p in (report["attribute_accuracy"] or {}).items():
+        if p["total"]:
+            row[f"{name} acc."] = proportion_text(p)
+    return row
+
+
+def markdown(rows: list[dict[str, str]]) -> str:
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row.get(c, "-") for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--truth", required=True, help="benchmark split folder (garments, lookbook, truth Parquet)")
+    parser.add_argument("--out", required=True, help="folder for the two runs and the ablation table")
+    parser.add_argument("--top-k", type=int, default=50, help="candidates kept per garment (recall@k needs k <= this)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 10, 50], help="retrieval recall@k cut-offs")
+    parser.add_argument("--min-iou", type=float, default=0.5, help="IoU at which a crop finds a truth box")
+    parser.add_argument("--target-precision", type=float, default=0.95, help="precision the threshold must reach")
+    args, mine_args = parser.parse_known_args(argv)
+    split, out = Path(args.truth).resolve(), Path(args.out).resolve()
+    truth, garments = read_split(split)
+    settings = evaluation.EvalSettings(tuple(args.ks), args.min_iou, args.target_precision)
+    inputs = [f"lookbook={split / 'lookbook.parquet'}", f"garments={split / 'garments.parquet'}"]
+    results, rows = {}, []
+    (out / "curves").mkdir(parents=True, exist_ok=True)
+    for crops, switch in CROPS.items():
+        start = time.perf_counter()
+        summary = mine_once([f"scoring.top_k={args.top_k}", *mine_args, *inputs, f"output={out / crops}", switch])
+        mined_s = time.perf_counter() - start
+        run = read_run(out / crops)
+        results[crops] = {"output": str(out / crops), "summary": summary, "mine_seconds": round(mined_s, 1)}
+        scoring = run.cfg.scoring
+        for setting, lambdas in evaluation.ablation_lambdas(scoring.lambda_vlm, scoring.lambda_siglip).items():
+            pairs = evaluation.rescored(run.pairs, *lambdas, run.cfg.tiers)
+            report = evaluation.report(pairs, truth, garments, run.crops, run.top_k, settings)
+            results[crops][setting] = {"lambdas": list(lambdas), **report}
+            write_curve(pairs, truth, out / "curves" / f"{crops}-{setting}.parquet")
+            rows.append(table_row(crops, setting, lambdas, report))
+            print(f"\n[ablate] {crops}, {setting} (lambda_vlm={lambdas[0]:g}, lambda_siglip={lambdas[1]:g})")
+            print(format_report(report), flush=True)
+    table = markdown(rows)
+    (out / "ablation.json").write_text(json.dumps({"truth": str(split), "runs": results}, indent=2))
+    (out / "ablation.md").write_text(table + "\n")
+    print(f"\n{table}\n\nwrote {out / 'ablation.json'}, {out / 'ablation.md'} and {out / 'curves'}/")
+    return results
+
+
+if __name__ == "__main__":
+    main()
