@@ -168,7 +168,8 @@ def tier_pairs(cfg: MineConfig) -> ShardCommit:
         count_by="tier",
         value_metric=metrics.PAIRS,
     )
-    scored.map_batches(tier_stage.assign, fn_kwargs={"cfg": cfg.tiers, "cutoffs": cutoffs}).write_datasink(sink)
+    kwargs = {"cfg": cfg.tiers, "cutoffs": cutoffs}
+    scored.map_batches(tier_stage.assign, fn_kwargs=kwargs, batch_format="pyarrow").write_datasink(sink)
     return sink.shards.get(0, ShardCommit())
 
 

@@ -8,6 +8,7 @@ pairs inside the few bins that hold a tier boundary; the cutoffs then tier every
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from ray.data import Dataset
 
 from miner import tiering
@@ -66,10 +67,12 @@ def count_cutoffs(scored: Dataset, cfg: TierConfig, scoring: ScoringConfig) -> l
     return cutoffs
 
 
-def assign(batch: dict, cfg: TierConfig, cutoffs: list[tiering.Cutoff | None] | None) -> dict:
-    """Adds `tier` to scored rows: by thresholds, or by count-mode cutoffs when given."""
+def assign(batch: pa.Table, cfg: TierConfig, cutoffs: list[tiering.Cutoff | None] | None) -> pa.Table:
+    """Scored rows (an Arrow batch: list columns such as the candidates stay Arrow) plus `tier`:
+    by thresholds, or by count-mode cutoffs when given."""
+    scores = batch["score"].to_numpy(zero_copy_only=False)
     if cutoffs is None:
-        batch["tier"] = tiering.by_threshold(batch["score"], cfg.thresholds)
+        tiers = tiering.by_threshold(scores, cfg.thresholds)
     else:
-        batch["tier"] = tiering.by_cutoffs(batch["score"], batch["garment_id"], cutoffs)
-    return batch
+        tiers = tiering.by_cutoffs(scores, batch["garment_id"].to_numpy(zero_copy_only=False), cutoffs)
+    return batch.append_column("tier", pa.array(tiers.tolist(), pa.string()))

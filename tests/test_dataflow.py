@@ -68,7 +68,8 @@ def test_count_mode_tiers_exactly_by_score_then_id(local_ray, bins):
     cutoffs = tier_stage.count_cutoffs(ds, cfg, ScoringConfig(lambda_vlm=0.5, lambda_siglip=0.5))
     assert cutoffs[2] is None  # fewer scored garments than high + mid + low
     tiered = {}
-    for batch in ds.map_batches(tier_stage.assign, fn_kwargs={"cfg": cfg, "cutoffs": cutoffs}).iter_batches():
+    kwargs = {"cfg": cfg, "cutoffs": cutoffs}
+    for batch in ds.map_batches(tier_stage.assign, fn_kwargs=kwargs, batch_format="pyarrow").iter_batches():
         tiered.update(zip(batch["garment_id"], batch["tier"]))
     scored = ~np.isnan(scores)
     order = [i for i in np.lexsort((ids, -np.where(scored, scores, -np.inf))) if scored[i]]
