@@ -39,6 +39,8 @@ class TrainDetectorConfig:
     model: str = "yolov8n.yaml"
     work_dir: str = "data/train/detector"
     min_score: float = 0.25
+    val_scenes: int | None = 200  # first test scenes ultralytics validates on (twice at the end); null: all
+    test_scenes: int | None = None  # first test scenes of the recall check; null: all
     ultralytics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,11 +55,12 @@ def load_config(args: list[str]) -> TrainDetectorConfig:
 
 
 def test_recall(model, split: str, cfg: TrainDetectorConfig) -> float:
-    """Box recall at IoU >= 0.5 over the split's readable scenes, boxes with score >= `min_score`."""
+    """Box recall at IoU >= 0.5 over the readable ones of the split's first `test_scenes` scenes, boxes
+    with score >= `min_score`."""
     truth: dict[str, list[list[float]]] = {}
     for row in read_rows(split, "truth"):
         truth.setdefault(row["image_id"], []).append([row["x0"], row["y0"], row["x1"], row["y1"]])
-    scenes = [r for r in read_rows(split, "lookbook") if image_size(r["uri"]) is not None]
+    scenes = [r for r in read_rows(split, "lookbook")[: cfg.test_scenes] if image_size(r["uri"]) is not None]
     predicted = []
     for start in range(0, len(scenes), PREDICT_BATCH):
         batch = [r["uri"] for r in scenes[start : start + PREDICT_BATCH]]
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     work = Path(cfg.work_dir).resolve()
-    data = write_dataset(cfg.train, cfg.test, work)
+    data = write_dataset(cfg.train, cfg.test, work, cfg.val_scenes)
     model = YOLO(cfg.model, task="detect")
     began = time.monotonic()
     model.train(data=str(data), project=str(work), name="run", **cfg.ultralytics)
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         "megabytes": round(out.stat().st_size / 2**20, 2),
         "train_minutes": round(minutes, 2),
         "test_box_recall_iou50": round(test_recall(trained, cfg.test, cfg), 4),
+        "test_scenes": cfg.test_scenes,
     }
     (work / "training.json").write_text(
         json.dumps({"config": OmegaConf.to_container(OmegaConf.structured(cfg)), **record}, indent=2) + "\n"

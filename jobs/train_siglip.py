@@ -32,6 +32,7 @@ from miner.config import EmbedderConfig, ModelSpec, StorageConfig
 from miner.siglip_training import (
     SHORT_CAPTION_ORDER,
     attribute_accuracy,
+    learning_rate_factor,
     positives,
     recall_at_k,
     same_id_positives,
@@ -70,7 +71,7 @@ class TrainSiglipConfig:
     threads: int | None = None  # torch CPU threads; null: torch's default
     batch_size: int = 128  # images (and texts) per step; half are crops, half their garments' shots
     epochs: int = 5  # an epoch visits every crop and every garment without crops once as an anchor
-    max_minutes: float | None = None  # stop (and save) after this much training time
+    max_minutes: float | None = None  # time budget: the learning rate decays to 0 by this or the last epoch, if sooner
     checkpoint_minutes: float = 5.0  # save to `out` at the end of the first epoch this long after the last save
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -172,7 +173,8 @@ def batch_loss(
 
 
 def train(cfg: TrainSiglipConfig, model, tokenizer, processor, data: SplitImages, texts_for, out: Path) -> dict:
-    """Train `model` in place; save it to `out` at the end and, every `checkpoint_minutes`, at the end of an
+    """Train `model` in place (cosine learning rate over the epochs or `max_minutes`, whichever ends
+    first); save it to `out` at the end and, every `checkpoint_minutes`, at the end of an
     epoch. Returns step count, time and losses."""
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -184,13 +186,9 @@ def train(cfg: TrainSiglipConfig, model, tokenizer, processor, data: SplitImages
     half = cfg.batch_size // 2
     steps_per_epoch = sum(1 for _ in anchor_batches(data, half, np.random.default_rng(0)))
     total = steps_per_epoch * cfg.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser,
-        lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
-    )
     normalise = normaliser(processor, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16_autocast and device.startswith("cuda"))
-    start, step, losses, stopped = time.monotonic(), 0, [], False
+    start, step, losses, progress = time.monotonic(), 0, [], 0.0
     saved = start
     for epoch in range(cfg.epochs):
         for rows in anchor_batches(data, half, rng):
@@ -205,19 +203,20 @@ def train(cfg: TrainSiglipConfig, model, tokenizer, processor, data: SplitImages
                 loss = batch_loss(model, tokens["input_ids"].to(device), normalise(pixels), truth, same, image_logit)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimiser.param_groups:
+                group["lr"] = cfg.lr * learning_rate_factor(step, progress, cfg.warmup_steps)
             optimiser.step()
-            schedule.step()
             step += 1
             losses.append(loss.item())
             minutes = (time.monotonic() - start) / 60
+            progress = max(step / total, minutes / cfg.max_minutes if cfg.max_minutes else 0.0)
             if step % cfg.log_every == 0 or step == 1:
                 print(
                     f"epoch {epoch} step {step}/{total} loss {np.mean(losses[-cfg.log_every :]):.4f} {minutes:.1f} min"
                 )
-            if cfg.max_minutes is not None and minutes >= cfg.max_minutes:
-                stopped = True
+            if progress >= 1:
                 break
-        if stopped:
+        if progress >= 1:
             break
         if time.monotonic() - saved >= cfg.checkpoint_minutes * 60:
             save(model, tokenizer, processor, out)

@@ -9,6 +9,7 @@ Layout written under a work folder, as ultralytics expects (labels found by repl
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from miner.training_data import read_rows
 
 GARMENT_CLASS = 0
 CLASS_NAMES = {GARMENT_CLASS: "garment"}
+JPEG_END = b"\xff\xd9"
 
 
 def yolo_label_lines(boxes: np.ndarray, width: int, height: int) -> list[str]:
@@ -36,27 +38,35 @@ def yolo_label_lines(boxes: np.ndarray, width: int, height: int) -> list[str]:
 
 
 def image_size(uri: str) -> tuple[int, int] | None:
-    """(width, height), or None if the file does not decode in full (empty, truncated, not an image).
-    Pillow's own `Image.open`, not ultralytics' replacement."""
+    """(width, height) from the header, or None if the file is not an image or is a JPEG cut short (no
+    end-of-image marker: ultralytics would re-save such a file in place, here through the link into the
+    benchmark). Pillow's own `Image.open`, not ultralytics' replacement."""
     try:
         with pillow_open()(uri) as image:
-            image.load()
-            return image.size
+            size, kind = image.size, image.format
+        with open(uri, "rb") as file:
+            file.seek(-2, 2)
+            complete = kind != "JPEG" or file.read() == JPEG_END
     except (OSError, UnidentifiedImageError):
         return None
+    return size if complete else None
 
 
-def write_split(split: str | Path, work: Path, name: str) -> int:
-    """Link every readable scene of `split` into images/<name> and write its label file (empty for a
-    scene without garments); distractor garments (garment_id "") are garments too. Returns the scene count."""
+def write_split(split: str | Path, work: Path, name: str, max_scenes: int | None = None) -> int:
+    """Replace images/<name> and labels/<name>: link the first `max_scenes` readable scenes of `split`
+    (lookbook order; None: all) into images/<name> and write their label files (empty for a scene without
+    garments); distractor garments (garment_id "") are garments too. Returns the scene count."""
     boxes: dict[str, list[list[float]]] = {}
     for row in read_rows(split, "truth"):
         boxes.setdefault(row["image_id"], []).append([row["x0"], row["y0"], row["x1"], row["y1"]])
     images, labels = work / "images" / name, work / "labels" / name
-    images.mkdir(parents=True, exist_ok=True)
-    labels.mkdir(parents=True, exist_ok=True)
+    for folder in (images, labels):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
     count = 0
     for row in read_rows(split, "lookbook"):
+        if max_scenes is not None and count >= max_scenes:
+            break
         size = image_size(row["uri"])
         if size is None:
             continue
@@ -69,11 +79,12 @@ def write_split(split: str | Path, work: Path, name: str) -> int:
     return count
 
 
-def write_dataset(train: str | Path, val: str | Path, work: str | Path) -> Path:
-    """Write the layout in the module docstring for a train and a validation split; return data.yaml."""
+def write_dataset(train: str | Path, val: str | Path, work: str | Path, val_scenes: int | None = None) -> Path:
+    """Write the layout in the module docstring for a train split and the first `val_scenes` scenes of a
+    validation split (None: all); return data.yaml."""
     work = Path(work).resolve()
     write_split(train, work, "train")
-    write_split(val, work, "val")
+    write_split(val, work, "val", val_scenes)
     data = {"path": str(work), "train": "images/train", "val": "images/val", "names": CLASS_NAMES}
     (work / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return work / "data.yaml"

@@ -8,6 +8,7 @@ strings the job embeds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -83,6 +84,13 @@ def same_id_positives(ids: Sequence[str]) -> np.ndarray:
     same = (ids[:, None] == ids[None, :]) & (ids != "")[:, None]
     np.fill_diagonal(same, False)
     return same
+
+
+def learning_rate_factor(step: int, progress: float, warmup_steps: int) -> float:
+    """Multiplier of the peak learning rate: linear warm-up over `warmup_steps` steps, then a cosine
+    from 1 to 0 as `progress` (fraction of the run done, by steps or by time, 0..1) goes from 0 to 1."""
+    warmup = min(1.0, (step + 1) / max(1, warmup_steps))
+    return warmup * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 def recall_at_k(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, ks: Sequence[int]) -> dict[int, float]:

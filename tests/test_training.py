@@ -22,6 +22,7 @@ from miner.config import CONF_DIR
 from miner.detector_training import box_recall, write_split, yolo_label_lines
 from miner.siglip_training import (
     attribute_accuracy,
+    learning_rate_factor,
     positives,
     recall_at_k,
     same_id_positives,
@@ -222,3 +223,10 @@ def test_job_trains_saves_and_reports_hold_out_metrics(sample, tmp_path: Path) -
         assert set(record[key]["accuracy_shots"]) == {"colour", "pattern", "category"}
     assert record["training"]["steps"] == math.ceil((n_truth + uncropped) / 8)
     assert yaml.safe_load((out / "config.json").read_text())["vision_config"]["image_size"] == 32
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_zero() -> None:
+    assert learning_rate_factor(0, 0.0, warmup_steps=4) == 0.25
+    assert learning_rate_factor(10, 0.5, warmup_steps=4) == pytest.approx(0.5)
+    assert learning_rate_factor(10, 1.0, warmup_steps=4) == 0.0
+    assert learning_rate_factor(10, 1.7, warmup_steps=4) == 0.0
