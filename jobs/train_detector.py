@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 from omegaconf import MISSING, OmegaConf
 
+from miner.config import ModelSpec, StorageConfig
 from miner.detector_training import box_recall, image_size, write_dataset
+from miner.models import resolve
 from miner.training_data import read_rows
 
 PREDICT_BATCH = 16
@@ -36,7 +38,8 @@ class TrainDetectorConfig:
     train: str = MISSING  # benchmark split folder to train on
     test: str = MISSING  # held-out split folder: validation during training and the recall check
     out: str = MISSING  # where the trained .pt is copied
-    model: str = "yolov8n.yaml"
+    model: str = "yolov8n.yaml"  # ultralytics name (.yaml: from scratch), or a model spec as in conf/mine.yaml
+    model_sha256: str | None = None  # required when `model` is a local or pkg:// pickled checkpoint (.pt)
     work_dir: str = "data/train/detector"
     min_score: float = 0.25
     val_scenes: int | None = 200  # first test scenes ultralytics validates on (twice at the end); null: all
@@ -79,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     work = Path(cfg.work_dir).resolve()
     data = write_dataset(cfg.train, cfg.test, work, cfg.val_scenes)
-    model = YOLO(cfg.model, task="detect")
+    model = YOLO(
+        resolve("detector", ModelSpec(spec=cfg.model, sha256=cfg.model_sha256), StorageConfig()), task="detect"
+    )
     began = time.monotonic()
     model.train(data=str(data), project=str(work), name="run", **cfg.ultralytics)
     minutes = (time.monotonic() - began) / 60
