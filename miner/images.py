@@ -49,7 +49,7 @@ def failed(reason: str, error: str) -> Decoded:
     return Decoded(pixels=EMPTY, reason=reason, error=error)
 
 
-def _pillow_open():
+def pillow_open():
     """Pillow's own `Image.open`: ultralytics replaces it on import with a wrapper that, on an
     unidentified file, tries to pip-install an extra decoder (pi-heif) on the worker."""
     patches = sys.modules.get("ultralytics.utils.patches")
@@ -64,7 +64,7 @@ def decode(data: bytes, limits: DecodeConfig) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = _pillow_open()(io.BytesIO(data))
+            image = pillow_open()(io.BytesIO(data))
             if image.format not in limits.formats:
                 return failed(UNSUPPORTED_FORMAT, f"format {image.format} is not in {limits.formats}")
             width, height = image.size

@@ -47,9 +47,9 @@ def _pieces(backend: Tokenizer, words: Iterable[str]) -> list[str]:
     return list(pieces)
 
 
-def _check_image_size(image_size: int) -> None:
-    if image_size <= 0 or image_size % PATCH_SIZE:
-        raise ValueError(f"image_size must be a positive multiple of {PATCH_SIZE}, got {image_size}")
+def _check_image_size(image_size: int, patch_size: int = PATCH_SIZE) -> None:
+    if image_size <= 0 or image_size % patch_size:
+        raise ValueError(f"image_size must be a positive multiple of {patch_size}, got {image_size}")
 
 
 def _siglip_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
@@ -79,15 +79,22 @@ def _siglip_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
 
 
 def build_tiny_siglip(
-    folder: str | Path, words: Iterable[str], seed: int = 0, image_size: int = 64, dim: int = 64
+    folder: str | Path,
+    words: Iterable[str],
+    seed: int = 0,
+    image_size: int = 64,
+    dim: int = 64,
+    layers: int = LAYERS,
+    patch_size: int = PATCH_SIZE,
 ) -> Path:
     """Write a `SiglipModel` checkpoint, its tokenizer and image processor into `folder`; return `folder`.
 
-    Image and text features are both (n, dim). The tokenizer pads and truncates to `SIGLIP_TEXT_LENGTH`
-    tokens; images are resized to `image_size` x `image_size` (a multiple of `PATCH_SIZE`).
-    The same arguments give byte-identical `model.safetensors`.
+    Image and text features are both (n, dim); each tower has `layers` transformer layers of `HEADS`
+    heads. The tokenizer pads and truncates to `SIGLIP_TEXT_LENGTH` tokens; images are resized to
+    `image_size` x `image_size` (a multiple of `patch_size`). The same arguments give byte-identical
+    `model.safetensors`.
     """
-    _check_image_size(image_size)
+    _check_image_size(image_size, patch_size)
     folder = Path(folder)
     tokenizer = _siglip_tokenizer(words)
     config = SiglipConfig(
@@ -95,7 +102,7 @@ def build_tiny_siglip(
             "vocab_size": len(tokenizer),
             "hidden_size": dim,
             "intermediate_size": 2 * dim,
-            "num_hidden_layers": LAYERS,
+            "num_hidden_layers": layers,
             "num_attention_heads": HEADS,
             "max_position_embeddings": SIGLIP_TEXT_LENGTH,
             "pad_token_id": tokenizer.pad_token_id,
@@ -105,10 +112,10 @@ def build_tiny_siglip(
         vision_config={
             "hidden_size": dim,
             "intermediate_size": 2 * dim,
-            "num_hidden_layers": LAYERS,
+            "num_hidden_layers": layers,
             "num_attention_heads": HEADS,
             "image_size": image_size,
-            "patch_size": PATCH_SIZE,
+            "patch_size": patch_size,
         },
     )
     torch.manual_seed(seed)
