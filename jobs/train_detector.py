@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from omegaconf import MISSING, OmegaConf
 
-from miner.config import ModelSpec, StorageConfig
+from miner.config import ModelSpec, StorageConfig, merged_config
 from miner.detector_training import box_recall, image_size, write_dataset
 from miner.models import resolve
 from miner.training_data import read_rows
@@ -48,13 +48,7 @@ class TrainDetectorConfig:
 
 
 def load_config(args: list[str]) -> TrainDetectorConfig:
-    files = [a for a in args if a.endswith((".yaml", ".yml")) and "=" not in a]
-    merged = OmegaConf.merge(
-        OmegaConf.structured(TrainDetectorConfig),
-        *(OmegaConf.load(f) for f in files),
-        OmegaConf.from_dotlist([a for a in args if a not in files]),
-    )
-    return OmegaConf.to_object(merged)
+    return merged_config(TrainDetectorConfig, args)
 
 
 def test_recall(model, split: str, cfg: TrainDetectorConfig) -> float:

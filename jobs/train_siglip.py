@@ -28,7 +28,7 @@ from actors.captioner import ZeroShotTagger
 from actors.embedder import SiglipModelWrapper
 from jobs.make_demo_data import load_vocab
 from jobs.make_tiny_models import vocabulary_words
-from miner.config import EmbedderConfig, ModelSpec, StorageConfig
+from miner.config import EmbedderConfig, ModelSpec, StorageConfig, merged_config
 from miner.siglip_training import (
     SHORT_CAPTION_ORDER,
     attribute_accuracy,
@@ -85,13 +85,7 @@ class TrainSiglipConfig:
 
 
 def load_config(args: list[str]) -> TrainSiglipConfig:
-    files = [a for a in args if a.endswith((".yaml", ".yml")) and "=" not in a]
-    merged = OmegaConf.merge(
-        OmegaConf.structured(TrainSiglipConfig),
-        *(OmegaConf.load(f) for f in files),
-        OmegaConf.from_dotlist([a for a in args if a not in files]),
-    )
-    return OmegaConf.to_object(merged)
+    return merged_config(TrainSiglipConfig, args)
 
 
 def starting_folder(cfg: TrainSiglipConfig, vocab: dict[str, list[str]]) -> str:

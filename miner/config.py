@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from omegaconf import MISSING, OmegaConf
 
 from miner.storage import has_user_info
+
+T = TypeVar("T")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DEFAULT_FILES = ("mine.yaml",)
@@ -210,18 +213,24 @@ class MineConfig:
     tiers: TierConfig = field(default_factory=TierConfig)
 
 
-def load_config(args: list[str] | tuple[str, ...] = ()) -> MineConfig:
-    """Merge the defaults in `conf/`, then every `*.yaml` argument in order, then `key=value` overrides."""
+def merged_config(schema: type[T], args: list[str] | tuple[str, ...], *defaults) -> T:
+    """An instance of the dataclass `schema`: its field defaults, then `defaults` (omegaconf
+    nodes or dicts), then every `*.yaml` argument in order, then the `key=value` arguments."""
     files = [a for a in args if a.endswith((".yaml", ".yml")) and "=" not in a]
     dotlist = [a for a in args if a not in files]
     merged = OmegaConf.merge(
-        OmegaConf.structured(MineConfig),
-        *(OmegaConf.load(CONF_DIR / name) for name in DEFAULT_FILES),
-        {"vocab": OmegaConf.load(CONF_DIR / VOCAB_FILE)},
+        OmegaConf.structured(schema),
+        *defaults,
         *(OmegaConf.load(path) for path in files),
         OmegaConf.from_dotlist(dotlist),
     )
-    cfg: MineConfig = OmegaConf.to_object(merged)
+    return OmegaConf.to_object(merged)
+
+
+def load_config(args: list[str] | tuple[str, ...] = ()) -> MineConfig:
+    """Merge the defaults in `conf/`, then every `*.yaml` argument in order, then `key=value` overrides."""
+    defaults = [OmegaConf.load(CONF_DIR / name) for name in DEFAULT_FILES]
+    cfg = merged_config(MineConfig, args, *defaults, {"vocab": OmegaConf.load(CONF_DIR / VOCAB_FILE)})
     validate(cfg)
     return cfg
 
