@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,16 +32,20 @@ from jobs.make_tiny_models import vocabulary_words
 from miner.config import EmbedderConfig, ModelSpec, StorageConfig, merged_config
 from miner.siglip_training import (
     SHORT_CAPTION_ORDER,
+    Claim,
     attribute_accuracy,
+    decided,
     learning_rate_factor,
     positives,
     recall_at_k,
     same_id_positives,
     sigmoid_loss,
     text_options,
+    vocabulary_prompts,
 )
 from miner.tiny_models import build_tiny_siglip
 from miner.training_data import SplitImages, load_split, read_rows
+from miner.vocab import ATTRIBUTES
 
 RECALL_KS = (1, 10)
 
@@ -77,6 +82,8 @@ class TrainSiglipConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 50
     image_loss_weight: float = 1.0  # weight of the crop <-> own-garment-shot sigmoid loss; 0: image-text only
+    vocabulary_prompts: bool = True  # each step also pairs every image with every zero-shot prompt of the
+    # attributes the train split knows (all vocabulary values: absent ones become negatives)
     box_padding: float = 0.05  # as detector.box_padding in conf/mine.yaml
     max_train_scenes: int | None = None
     max_eval_scenes: int | None = 1000
@@ -149,14 +156,21 @@ class ImageLogit(torch.nn.Module):
 
 
 def batch_loss(
-    model, input_ids: torch.Tensor, pixels: torch.Tensor, truth: np.ndarray, same: np.ndarray, image: ImageLogit
+    model,
+    input_ids: torch.Tensor,
+    pixels: torch.Tensor,
+    truth: np.ndarray,
+    same: np.ndarray,
+    image: ImageLogit,
+    counted: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """Sigmoid loss of n images against n texts (`truth` (n, n) bool: text j is true of image i) plus
-    `image.weight` x the sigmoid loss of the images among themselves (`same` (n, n) bool: same garment),
-    leaving out each image paired with itself."""
+    """Sigmoid loss of n images against m texts (`truth` (n, m) bool: text j is true of image i; only
+    the pairs of `counted` (n, m) bool, None: all) plus `image.weight` x the sigmoid loss of the images
+    among themselves (`same` (n, n) bool: same garment), leaving out each image paired with itself."""
     output = model(input_ids=input_ids, pixel_values=pixels)
     device = output.logits_per_image.device
-    loss = sigmoid_loss(output.logits_per_image.float(), torch.from_numpy(truth).to(device))
+    mask = None if counted is None else torch.from_numpy(counted).to(device)
+    loss = sigmoid_loss(output.logits_per_image.float(), torch.from_numpy(truth).to(device), mask)
     if image.weight:
         embeds = output.image_embeds.float()
         n = len(embeds)
@@ -166,10 +180,21 @@ def batch_loss(
     return loss
 
 
-def train(cfg: TrainSiglipConfig, model, tokenizer, processor, data: SplitImages, texts_for, out: Path) -> dict:
+def train(
+    cfg: TrainSiglipConfig,
+    model,
+    tokenizer,
+    processor,
+    data: SplitImages,
+    texts_for,
+    out: Path,
+    prompts: Sequence[tuple[str, Claim]] = (),
+) -> dict:
     """Train `model` in place (cosine learning rate over the epochs or `max_minutes`, whichever ends
     first); save it to `out` at the end and, every `checkpoint_minutes`, at the end of an
-    epoch. Returns step count, time and losses."""
+    epoch. Each step pairs its images with one text each (`texts_for(row) -> (text, claim)`) and with
+    every one of `prompts`, counting only the pairs the images' known attributes decide. Returns
+    step count, time and losses."""
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = cfg.device
@@ -189,12 +214,14 @@ def train(cfg: TrainSiglipConfig, model, tokenizer, processor, data: SplitImages
             pixels = data.pixels[rows]
             flip = rng.random(len(rows)) < 0.5
             pixels[flip] = pixels[flip, :, ::-1]
-            picked = [texts_for(int(i)) for i in rows]
+            picked = [*(texts_for(int(i)) for i in rows), *prompts]
             tokens = tokenizer([t for t, _ in picked], padding="max_length", truncation=True, return_tensors="pt")
-            truth = positives([c for _, c in picked], [data.attributes[i] for i in rows])
+            claims, attributes = [c for _, c in picked], [data.attributes[i] for i in rows]
+            truth, counted = positives(claims, attributes), decided(claims, attributes)
             same = same_id_positives([data.garment_ids[i] for i in rows])
             with autocast:
-                loss = batch_loss(model, tokens["input_ids"].to(device), normalise(pixels), truth, same, image_logit)
+                ids = tokens["input_ids"].to(device)
+                loss = batch_loss(model, ids, normalise(pixels), truth, same, image_logit, counted)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             for group in optimiser.param_groups:
@@ -276,8 +303,11 @@ def main(argv: list[str] | None = None) -> None:
 
     test = load_split(cfg.test, resizer(processor), cfg.box_padding, cfg.max_eval_scenes) if cfg.test else None
     before = evaluate(init, test, vocab, templates, cfg.device) if test else None
+    trained_attributes = [a for a in ATTRIBUTES if any(attrs.get(a) for attrs in data.attributes)]
+    prompts = vocabulary_prompts(templates, vocab, trained_attributes) if cfg.vocabulary_prompts else []
+    print(f"{len(prompts)} vocabulary prompts per step ({', '.join(trained_attributes)})")
     out = Path(cfg.out)
-    run = train(cfg, model, tokenizer, processor, data, texts_for, out)
+    run = train(cfg, model, tokenizer, processor, data, texts_for, out, prompts)
     after = evaluate(str(out), test, vocab, templates, cfg.device) if test else None
     record = {"config": asdict(cfg), "init": init, "training": run, "test_start": before, "test_trained": after}
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from miner.vocab import ATTRIBUTES
+from miner.vocab import ATTRIBUTES, prompts
 
 # Attributes that name the garment in a short caption, in caption word order ("a red striped dress").
 SHORT_CAPTION_ORDER = ("colour", "pattern", "category")
@@ -60,6 +60,23 @@ def text_options(
     return options
 
 
+def vocabulary_prompts(
+    templates: Mapping[str, str], vocab: Mapping[str, Sequence[str]], attributes: Sequence[str]
+) -> list[tuple[str, Claim]]:
+    """The zero-shot prompt of every vocabulary value of each of `attributes` (`miner.vocab.prompts`:
+    the texts the tagger ranks, values that never occur in the data included), with its claim."""
+    ranked = prompts(vocab, templates)
+    return [(text, frozenset({(attr, value)})) for attr in attributes for value, text in zip(vocab[attr], ranked[attr])]
+
+
+def decided(claims: Sequence[Claim], attributes: Sequence[Mapping[str, str]]) -> np.ndarray:
+    """(n_images, n_texts) bool: image i's known attributes decide text j (each attribute j claims
+    has a value for image i), so the pair can count as a positive or a negative."""
+    facts = [set(known(a)) for a in attributes]
+    names = [{attr for attr, _ in claim} for claim in claims]
+    return np.array([[claimed <= fact for claimed in names] for fact in facts], dtype=bool)
+
+
 def positives(claims: Sequence[Claim], attributes: Sequence[Mapping[str, str]]) -> np.ndarray:
     """(n_images, n_texts) bool: text j is true of image i when every pair it claims is among
     image i's known attributes."""
@@ -67,15 +84,19 @@ def positives(claims: Sequence[Claim], attributes: Sequence[Mapping[str, str]]) 
     return np.array([[claim <= fact for claim in claims] for fact in facts], dtype=bool)
 
 
-def sigmoid_loss(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+def sigmoid_loss(logits: torch.Tensor, positive: torch.Tensor, counted: torch.Tensor | None = None) -> torch.Tensor:
     """SigLIP's pairwise sigmoid loss with any number of positives per row.
 
-    logits: (n, m) scaled and biased similarities; positive: (n, m) bool. Returns
-    -sum(log sigmoid(z * logits)) / n with z = +1 on positives, -1 elsewhere; with `positive` the
-    identity this is what `SiglipModel(..., return_loss=True)` computes.
+    logits: (n, m) scaled and biased similarities; positive: (n, m) bool; counted: (n, m) bool, the
+    pairs in the sum (None: all). Returns -sum(log sigmoid(z * logits)) / n over the counted pairs,
+    z = +1 on positives, -1 elsewhere; with `positive` the identity and every pair counted this is
+    what `SiglipModel(..., return_loss=True)` computes.
     """
     signs = positive.to(logits.dtype) * 2 - 1
-    return -torch.nn.functional.logsigmoid(signs * logits).sum() / logits.shape[0]
+    terms = torch.nn.functional.logsigmoid(signs * logits)
+    if counted is not None:
+        terms = terms * counted.to(logits.dtype)
+    return -terms.sum() / logits.shape[0]
 
 
 def same_id_positives(ids: Sequence[str]) -> np.ndarray:

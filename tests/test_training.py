@@ -22,15 +22,18 @@ from miner.config import CONF_DIR
 from miner.detector_training import box_recall, write_split, yolo_label_lines
 from miner.siglip_training import (
     attribute_accuracy,
+    decided,
     learning_rate_factor,
     positives,
     recall_at_k,
     same_id_positives,
     sigmoid_loss,
     text_options,
+    vocabulary_prompts,
 )
 from miner.tiny_models import build_tiny_siglip
 from miner.training_data import SplitImages, load_split
+from miner.vocab import ATTRIBUTES
 
 CAPTIONER = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "mine.yaml").captioner)
 RED_DRESS = {"category": "dress", "colour": "red", "pattern": "striped", "sleeve": "", "length": "", "occasion": ""}
@@ -230,3 +233,25 @@ def test_learning_rate_warms_up_then_follows_a_cosine_to_zero() -> None:
     assert learning_rate_factor(10, 0.5, warmup_steps=4) == pytest.approx(0.5)
     assert learning_rate_factor(10, 1.0, warmup_steps=4) == 0.0
     assert learning_rate_factor(10, 1.7, warmup_steps=4) == 0.0
+
+
+def test_vocabulary_prompts_claim_each_value_and_only_known_attributes_decide() -> None:
+    vocab = {**{attr: ["other"] for attr in ATTRIBUTES}, "colour": ["red", "blue"], "pattern": ["solid"]}
+    templates = {**{attr: "{}" for attr in ATTRIBUTES}, "colour": "a {} garment", "pattern": "a {} print"}
+    assert vocabulary_prompts(templates, vocab, ["colour"]) == [
+        ("a red garment", frozenset({("colour", "red")})),
+        ("a blue garment", frozenset({("colour", "blue")})),
+    ]
+    claims = [c for _, c in vocabulary_prompts(templates, vocab, ["colour", "pattern"])]
+    images = [{"colour": "blue", "pattern": ""}, {"colour": "red", "pattern": "solid"}]
+    assert decided(claims, images).tolist() == [[True, True, False], [True, True, True]]
+    assert positives(claims, images).tolist() == [[False, True, False], [True, False, True]]
+
+
+def test_sigmoid_loss_sums_only_counted_pairs() -> None:
+    logits, positive = torch.tensor([[2.0, -1.0, 5.0]]), torch.tensor([[True, False, False]])
+    counted = torch.tensor([[True, True, False]])
+    assert sigmoid_loss(logits, positive, counted).item() == pytest.approx(
+        sigmoid_loss(logits[:, :2], positive[:, :2]).item()
+    )
+    assert sigmoid_loss(logits, positive, counted).item() < sigmoid_loss(logits, positive).item()
