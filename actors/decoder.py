@@ -1,6 +1,6 @@
 """Read and decode images (a stateless CPU stage): adds `image`, `width`, `height`, `scale`,
 and the quarantine columns `reason` / `error`. Uris outside the storage allow-list are never
-opened."""
+opened, nor are rows that arrive already quarantined (they keep their reason)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,12 @@ def read_and_decode(row_id: str, uri: str, cfg: DecodeConfig, storage: StorageCo
 
 
 def decode_images(batch: Batch, cfg: DecodeConfig, storage: StorageConfig) -> Batch:
-    decoded = [read_and_decode(i, uri, cfg, storage) for i, uri in zip(batch["image_id"], batch["uri"])]
+    n = len(batch["uri"])
+    reasons, errors = batch.get(REASON, np.full(n, "", dtype=object)), batch.get(ERROR, np.full(n, "", dtype=object))
+    decoded = [
+        read_and_decode(i, uri, cfg, storage) if not reason else failed(reason, error)
+        for i, uri, reason, error in zip(batch["image_id"], batch["uri"], reasons, errors)
+    ]
     batch["image"] = objects([d.pixels for d in decoded])
     batch["width"] = np.array([d.width for d in decoded], np.int32)
     batch["height"] = np.array([d.height for d in decoded], np.int32)

@@ -59,12 +59,17 @@ def describe(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.
     return ds.drop_columns(["crop"])
 
 
+def split_rows(ds: ray.data.Dataset, cfg: MineConfig) -> ray.data.Dataset:
+    """Manifest rows in blocks of `decode.rows_per_task` rows (a streaming repartition: a work
+    shard's manifest rows arrive as one block, whatever their number), so the task that decodes a
+    block holds at most that many images and the blocks spread over the actors."""
+    return ds.repartition(target_num_rows_per_block=cfg.decode.rows_per_task)
+
+
 def decoded(ds: ray.data.Dataset, cfg: MineConfig, stage: str) -> ray.data.Dataset:
-    """Manifest rows -> decoded image rows, `decode.rows_per_task` rows per task (a streaming
-    repartition: a work shard's manifest rows arrive as one block, whatever their number)."""
+    """Manifest rows -> decoded image rows, `decode.rows_per_task` rows per task."""
     kwargs = {"cfg": cfg.decode, "storage": cfg.storage}
-    ds = ds.repartition(target_num_rows_per_block=cfg.decode.rows_per_task)
-    return ds.map_batches(
+    return split_rows(ds, cfg).map_batches(
         metrics.metered(decode_images, stage),
         fn_kwargs=kwargs,
         batch_size=cfg.decode.batch_size,
@@ -115,15 +120,17 @@ def whole_images(ds: ray.data.Dataset, cfg: MineConfig, stage: str) -> ray.data.
 
 def lookbook_pipeline(ds: ray.data.Dataset, cfg: MineConfig, guard: AttemptGuard) -> ray.data.Dataset:
     """Manifest rows -> crop rows with embeddings and descriptions (whole images when the detector
-    is disabled; `fusion.lookbook` applies to the detector path only)."""
-    ds = decoded(ds, cfg, guard.scope)
+    is disabled; `fusion.lookbook` and `fusion.decode` apply to the detector path only)."""
     if not cfg.detector.enabled:
-        return describe(whole_images(ds, cfg, guard.scope), cfg, guard)
+        return describe(whole_images(decoded(ds, cfg, guard.scope), cfg, guard.scope), cfg, guard)
     if cfg.fusion.lookbook:
+        fused_decode = cfg.decode if cfg.fusion.decode else None
         return map_with_actors(
-            ds, FusedLookbookModels, cfg.fusion.pool, guard,
-            detector=cfg.detector, embedder=cfg.embedder, captioner=cfg.captioner, storage=cfg.storage, vocab=cfg.vocab,
+            split_rows(ds, cfg) if fused_decode else decoded(ds, cfg, guard.scope), FusedLookbookModels,
+            cfg.fusion.pool, guard, detector=cfg.detector, embedder=cfg.embedder, captioner=cfg.captioner,
+            storage=cfg.storage, vocab=cfg.vocab, decode=fused_decode, stage=guard.scope,
         )  # fmt: skip
+    ds = decoded(ds, cfg, guard.scope)
     ds = map_with_actors(ds, CropDetector, cfg.detector.pool, guard, cfg=cfg.detector, storage=cfg.storage)
     return describe(ds, cfg, guard)
 

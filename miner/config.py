@@ -182,9 +182,13 @@ class WorkConfig:
 class FusionConfig:
     """`lookbook: true` runs detection, embedding and description of lookbook images in one actor
     pool (`pool`, one process per actor holding all three models), so crops never cross the object
-    store; the detector / embedder / captioner pools then only serve the garment stage."""
+    store; the detector / embedder / captioner pools then only serve the garment stage.
+    `decode: true` (with `lookbook`) also reads and decodes the images in that actor, so decoded
+    pixels never cross the object store either: for nodes whose CPUs run the models; on GPU nodes
+    separate decode tasks keep the CPUs decoding while the GPU runs."""
 
     lookbook: bool = False
+    decode: bool = False
     pool: PoolConfig = field(default_factory=PoolConfig)
 
 

@@ -149,8 +149,9 @@ class GuardedStage:
 
     Per batch: rows with no unfinished attempt run together; rows left in flight by a dead
     worker run one call each, so a crash blames only its row; rows that reached
-    `max_attempts` get reason `worker_crash` and pass through the stage like any quarantined
-    row (stages never run their model on quarantined rows). Rows are marked in flight in the
+    `max_attempts` get reason `worker_crash` (a batch without `reason` / `error` columns gets
+    them) and pass through the stage like any quarantined row (stages never run their model on
+    quarantined rows). Rows are marked in flight in the
     ledger just before their call and cleared when it returns. The output is the stage's
     outputs of these calls, concatenated.
     """
@@ -169,7 +170,9 @@ class GuardedStage:
         counts = self.ledger.counts(self.stage, ids.tolist())
         plan = plan_attempts(counts, self.max_attempts)
         if plan.give_up.any():
-            batch = {**batch, REASON: batch[REASON].astype(object), ERROR: batch[ERROR].astype(object)}
+            blank = np.full(len(ids), "", dtype=object)
+            reasons, errors = batch.get(REASON, blank), batch.get(ERROR, blank)
+            batch = {**batch, REASON: reasons.astype(object), ERROR: errors.astype(object)}
             for i in np.flatnonzero(plan.give_up):
                 batch[REASON][i] = WORKER_CRASH
                 batch[ERROR][i] = crash_error(ids[i], self.stage, counts[i])

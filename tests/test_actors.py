@@ -162,3 +162,27 @@ def test_fused_models_equal_the_separate_stages(cfg, detector, vocab):
         np.testing.assert_allclose(got[column], expected[column], atol=1e-5)
     assert got["caption"].tolist() == expected["caption"].tolist()
     assert set(got) == set(expected) - {"crop"}  # crop pixels stay in the fused actor
+
+
+def test_fused_models_with_decode_take_manifest_rows(cfg, vocab):
+    uris = [str(ASSETS / "bus.jpg"), "/nonexistent/x.jpg", str(ASSETS / "zidane.jpg")]
+    manifest = {"image_id": np.array([f"i{k}" for k in range(3)], dtype=object), "uri": np.array(uris, dtype=object)}
+    models = (replace(cfg.detector, image_size=640), cfg.embedder, cfg.captioner, STORAGE, vocab)
+    decoding = FusedLookbookModels(*models, decode=DecodeConfig(), stage="test")
+    got = decoding({k: v.copy() for k, v in manifest.items()})
+    expected = FusedLookbookModels(*models)(decode_images(manifest, DecodeConfig(), STORAGE))
+    assert set(got) == set(expected) and got["crop_id"].tolist() == expected["crop_id"].tolist()
+    assert got[REASON].tolist() == expected[REASON].tolist() and NOT_FOUND in got[REASON].tolist()
+    np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
+
+
+def test_decode_keeps_rows_that_arrive_quarantined():
+    batch = {
+        "image_id": np.array(["a", "b"], dtype=object),
+        "uri": np.array([str(ASSETS / "bus.jpg")] * 2, dtype=object),
+        REASON: np.array(["", "worker_crash"], dtype=object),
+        ERROR: np.array(["", "killed its worker"], dtype=object),
+    }
+    out = decode_images(batch, DecodeConfig(), STORAGE)
+    assert out[REASON].tolist() == ["", "worker_crash"] and out[ERROR].tolist() == ["", "killed its worker"]
+    assert out["image"][0].shape == (1080, 810, 3) and out["image"][1].size == 0

@@ -87,19 +87,23 @@ class PoisonStage:
         self.poison, self.log = set(poison), log
 
     def __call__(self, batch: dict) -> dict:
-        good = batch[REASON] == ""
+        n = len(batch["image_id"])
+        good = batch.get(REASON, np.full(n, "")) == ""
         ids = batch["image_id"][good].tolist()
         with open(self.log, "a") as f:
             f.write(" ".join(ids) + "\n")
         if self.poison & set(ids):
             os._exit(1)
-        return {**batch, "seen": np.full(len(batch[REASON]), os.getpid())}
+        return {**batch, "seen": np.full(n, os.getpid())}
 
 
-def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray, tmp_path):
+@pytest.mark.parametrize("reason_columns", [True, False], ids=["stage-rows", "manifest-rows"])
+def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray, tmp_path, reason_columns):
+    """Also for rows without `reason` / `error` (manifest rows into a stage that decodes them)."""
     ids = [f"r{i:02d}" for i in range(24)]
     poison, max_attempts = ["r05", "r06"], 2  # both in the first batch of 8
-    rows = [{"image_id": i, "uri": f"/x/{i}.jpg", REASON: "", ERROR: "", SHARD: 0} for i in ids]
+    blank = {REASON: "", ERROR: ""} if reason_columns else {}
+    rows = [{"image_id": i, "uri": f"/x/{i}.jpg", **blank, SHARD: 0} for i in ids]
     ledger = start_attempt_ledger()
     guard = AttemptGuard(ledger, "test", max_attempts)
     pool = PoolConfig(batch_size=8, num_cpus=0.25)

@@ -11,12 +11,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+import ray
 from PIL import Image
 
 from jobs import mine
 from miner import evaluation, schemas
 from miner.config import load_config
-from miner.dataflow import ManifestError
+from miner.dataflow import ManifestError, start_attempt_ledger
 from miner.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
 from miner.index import IndexManifest, sha256
 from miner.tiering import TIERS, UNMATCHED
@@ -221,3 +222,25 @@ def test_disabled_detector_makes_one_whole_image_crop_per_image(sample, model_ov
     assert set(ids(crops, "det_class")) == {-1} and all(c.endswith(":0") for c in ids(crops, "crop_id"))
     assert all(box[:2] == [0.0, 0.0] for box in crops["box"].to_pylist())
     assert "detector" not in summary["models"]
+
+
+def test_fused_lookbook_actor_with_fused_decode_makes_the_same_crops(run, inputs, model_overrides, local_ray, tmp_path):
+    """fusion.lookbook with fusion.decode (manifest rows into one actor that reads, decodes, detects,
+    embeds and describes) gives the crops and quarantine rows of the separate stages."""
+    args = [f"lookbook={inputs['lookbook']}", "garments=-", f"output={tmp_path}", "fusion.lookbook=true"]
+    cfg = load_config([*model_overrides, *args, "fusion.decode=true"])
+    ledger = start_attempt_ledger()
+    mine.mine_lookbook(cfg, ledger)
+    ray.kill(ledger)
+    crops, expected = pq.read_table(tmp_path / mine.CROPS, partitioning=None), read(run, mine.CROPS)
+    order = lambda table: table.sort_by("crop_id")  # noqa: E731
+    for column in ("crop_id", "image_id", "box", "det_class", "caption"):
+        assert order(crops)[column].to_pylist() == order(expected)[column].to_pylist(), column
+    np.testing.assert_allclose(
+        np.stack(order(crops)["embedding"].to_numpy(zero_copy_only=False)),
+        np.stack(order(expected)["embedding"].to_numpy(zero_copy_only=False)),
+        atol=2e-3,  # float16 storage
+    )
+    quarantine = lambda table: sorted(zip(table["id"].to_pylist(), table["reason"].to_pylist()))  # noqa: E731
+    got = pq.read_table(tmp_path / mine.QUARANTINE / "lookbook", partitioning=None)
+    assert quarantine(got) == quarantine(read(run, f"{mine.QUARANTINE}/lookbook"))
