@@ -51,19 +51,26 @@ class Ledger(Protocol):
 
 
 def run_plan(
-    plan: AttemptPlan, ids: np.ndarray, stage: str, ledger: Ledger, call: Callable[[np.ndarray], T]
+    plan: AttemptPlan,
+    ids: np.ndarray,
+    stage: str,
+    ledger: Ledger,
+    call: Callable[[np.ndarray], T],
+    begun: bool = False,
 ) -> list[T]:
     """`call(rows)` (rows: (n,) bool mask) on the rows run together plus those given up, then on
     each row to run alone; returns the results in that order. During each call its rows (not the
     given-up ones, which run no model) are in flight in `ledger`: if the process dies inside the
-    call, they keep one more unfinished attempt."""
+    call, they keep one more unfinished attempt. `begun`: the ledger's `begin` already marked the
+    whole batch in flight (it was fresh), so the first call needs no `start`."""
     first = plan.together | plan.give_up
     alone = [np.arange(len(ids)) == i for i in plan.alone]
     groups = ([(first, plan.together)] if first.any() else []) + [(mask, mask) for mask in alone]
     results = []
-    for rows, tracked in groups:
+    for k, (rows, tracked) in enumerate(groups):
         started = ids[tracked].tolist()
-        ledger.start(stage, started)
+        if not (begun and k == 0):
+            ledger.start(stage, started)
         results.append(call(rows))
         ledger.finish(stage, started)
     return results
@@ -91,6 +98,14 @@ class AttemptLedger:
     def counts(self, stage: str, ids: Sequence[str]) -> list[int]:
         """Unfinished attempts at each row, 0 for rows never started or finished."""
         return [self.unfinished.get((stage, i), 0) for i in ids]
+
+    def begin(self, stage: str, ids: Sequence[str]) -> list[int]:
+        """`counts`, and when every count is 0 (a fresh batch, the common case) also `start` of all
+        the rows: one round trip instead of two before a batch runs whole."""
+        counts = self.counts(stage, ids)
+        if not any(counts):
+            self.start(stage, ids)
+        return counts
 
     def start(self, stage: str, ids: Sequence[str]) -> None:
         """Mark rows in flight: each gets one more unfinished attempt until `finish`."""

@@ -167,7 +167,7 @@ class GuardedStage:
         ids = row_ids(batch)
         if not len(ids):
             return self.inner(batch)
-        counts = self.ledger.counts(self.stage, ids.tolist())
+        counts = self.ledger.begin(self.stage, ids.tolist())
         plan = plan_attempts(counts, self.max_attempts)
         if plan.give_up.any():
             blank = np.full(len(ids), "", dtype=object)
@@ -176,7 +176,8 @@ class GuardedStage:
             for i in np.flatnonzero(plan.give_up):
                 batch[REASON][i] = WORKER_CRASH
                 batch[ERROR][i] = crash_error(ids[i], self.stage, counts[i])
-        outputs = run_plan(plan, ids, self.stage, self.ledger, lambda rows: self.inner(take(batch, rows)))
+        call = lambda rows: self.inner(take(batch, rows))  # noqa: E731
+        outputs = run_plan(plan, ids, self.stage, self.ledger, call, begun=not any(counts))
         return {k: np.concatenate([out[k] for out in outputs]) for k in outputs[0]}
 
 
@@ -186,8 +187,8 @@ class LedgerClient:
     def __init__(self, handle: ActorHandle):
         self.handle = handle
 
-    def counts(self, stage: str, ids: list[str]) -> list[int]:
-        return ray.get(self.handle.counts.remote(stage, ids))
+    def begin(self, stage: str, ids: list[str]) -> list[int]:
+        return ray.get(self.handle.begin.remote(stage, ids))
 
     def start(self, stage: str, ids: list[str]) -> None:
         ray.get(self.handle.start.remote(stage, ids))

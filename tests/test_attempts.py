@@ -33,6 +33,14 @@ def test_ledger_counts_only_attempts_that_never_finished():
     assert ledger.unfinished == {("s", "b"): 2, ("s", "c"): 1}  # finished rows are forgotten
 
 
+def test_ledger_begin_starts_only_a_fresh_batch():
+    ledger = AttemptLedger()
+    assert ledger.begin("s", ["a", "b"]) == [0, 0]
+    assert ledger.counts("s", ["a", "b"]) == [1, 1]  # in flight
+    assert ledger.begin("s", ["a", "c"]) == [1, 0]  # a suspect: nothing is started, run_plan decides
+    assert ledger.counts("s", ["a", "c"]) == [1, 0]
+
+
 class Crash(Exception):
     """Stands for the worker process dying inside a call."""
 
@@ -50,9 +58,10 @@ def test_retries_blame_only_the_poison_row():
         return ids[rows].tolist()
 
     for _ in range(10):
-        plan = plan_attempts(ledger.counts("s", ids.tolist()), max_attempts)
+        counts = ledger.begin("s", ids.tolist())
+        plan = plan_attempts(counts, max_attempts)
         try:
-            results = run_plan(plan, ids, "s", ledger, call)
+            results = run_plan(plan, ids, "s", ledger, call, begun=not any(counts))
             break
         except Crash:
             continue
