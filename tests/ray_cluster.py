@@ -7,6 +7,7 @@ Never `ray stop`: it ends every Ray process on the machine, other users' include
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from ray.job_submission import JobSubmissionClient
 from .s3_server import free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
-AUTH_ENV = {"RAY_AUTH_MODE": "token"}  # the head turns token auth on; clients and nodes must send the token
+TOKEN_FILE = "auth_token"  # in the cluster's temp dir: its own token, so no ~/.ray/auth_token is needed or touched
 MARKER = "LOOKBOOK_MINER_TEST_CLUSTER"  # in the environment of every process of a test cluster: its temp dir
 NODE_PORT_FLAGS = (
     "--node-manager-port",
@@ -40,6 +41,10 @@ class Node:
     process: subprocess.Popen
     log: Path
     ports: dict[str, int]
+    killed: bool = False
+
+    def log_tail(self, chars: int = 2000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
 
     @property
     def metrics_url(self) -> str:
@@ -56,6 +61,7 @@ class Node:
 
     def kill(self) -> None:
         """SIGKILL the node's process group and its stray descendants, as a preempted VM would die."""
+        self.killed = True
         survivors = self.processes()
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -71,7 +77,8 @@ class Node:
 
 @dataclass
 class LocalCluster:
-    """Head on 127.0.0.1 with its dashboard (Jobs API) at `dashboard_url`; `add_worker` adds nodes."""
+    """Head on 127.0.0.1 with its dashboard (Jobs API) at `dashboard_url`; `add_worker` adds nodes.
+    Token authentication is on, with a fresh token of this cluster's own (`RAY_AUTH_TOKEN_PATH`)."""
 
     head_cpus: int = 1
     env: dict[str, str] = field(default_factory=dict)
@@ -83,6 +90,8 @@ class LocalCluster:
     def __post_init__(self) -> None:
         # Unix socket paths must stay short: no pytest tmp_path here.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="lbm-ray-", dir="/tmp"))
+        self.token_file.write_text(secrets.token_hex(16))
+        self.token_file.chmod(0o600)
         port, dashboard = free_port(), free_port()
         self.gcs_address = f"127.0.0.1:{port}"
         self.dashboard_url = f"http://127.0.0.1:{dashboard}"
@@ -95,17 +104,20 @@ class LocalCluster:
             self.stop()  # the caller gets no cluster to stop
             raise
 
+    @property
+    def token_file(self) -> Path:
+        return self.temp_dir / TOKEN_FILE
+
     def process_env(self) -> dict[str, str]:
         """Environment for the nodes and for Ray clients of this cluster (this interpreter first on PATH)."""
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        return {**os.environ, **AUTH_ENV, **self.env, "PATH": path, MARKER: str(self.temp_dir)}
+        auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_file)}
+        return {**os.environ, **auth, **self.env, "PATH": path, MARKER: str(self.temp_dir)}
 
     def jobs_client(self) -> JobSubmissionClient:
         """A Jobs API client that sends the cluster's auth token (this process's Ray may run with
         auth off: Ray reads RAY_AUTH_MODE once per process)."""
-        token = subprocess.run(
-            [RAY, "get-auth-token"], env=self.process_env(), capture_output=True, text=True, check=True
-        ).stdout.strip()
+        token = self.token_file.read_text().strip()
         return JobSubmissionClient(self.dashboard_url, headers={"Authorization": f"Bearer {token}"})
 
     def leftover_processes(self) -> list[psutil.Process]:
@@ -130,9 +142,13 @@ class LocalCluster:
         return sum(node.process.poll() is None for node in self.nodes)
 
     def wait_for_nodes(self, count: int, timeout: float = 180) -> None:
-        """Wait until `ray status` lists `count` active nodes."""
+        """Wait until `ray status` lists `count` active nodes; fails at once when a node's
+        `ray start` process has exited, with the end of its log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node.process.poll() is not None and not node.killed:
+                    raise RuntimeError(f"`ray start` exited ({node.process.returncode}): {node.log_tail()}")
             status = subprocess.run(
                 [RAY, "status", f"--address={self.gcs_address}"], env=self.process_env(), capture_output=True, text=True
             )

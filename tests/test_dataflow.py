@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -111,7 +110,6 @@ def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray,
     ds = map_with_actors(ray.data.from_items(rows), PoisonStage, pool, guard, poison=poison, log=str(log))
     schema = pa.schema([("image_id", pa.string()), ("uri", pa.string())])
     sink = SplitParquetSink(str(tmp_path), "out", lambda b: schema, "quarantine", "test", "image_id", "uri", STORAGE)
-    start = time.monotonic()
     ds.write_datasink(sink)
     ray.kill(ledger)
     out = pq.read_table(tmp_path / "out", partitioning=None)["image_id"].to_pylist()
@@ -122,7 +120,6 @@ def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray,
     assert all(f"'{q['id']}'" in q["error"] and f"after {max_attempts} attempts" in q["error"] for q in quarantine)
     calls = [line.split() for line in log.read_text().splitlines()]
     assert [sum(p in c for c in calls) for p in poison] == [max_attempts] * 2  # then never run again
-    assert time.monotonic() - start < 60
 
 
 def test_decode_tasks_read_at_most_rows_per_task_manifest_rows(local_ray, tmp_path):
