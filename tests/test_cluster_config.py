@@ -42,3 +42,9 @@ def test_head_on_demand_gpu_workers_spot_from_zero(cluster):
         assert group["min_workers"] == 0 and group["max_workers"] > 0
         assert group["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
     assert "--dashboard-host=127.0.0.1" in " ".join(cluster["head_start_ray_commands"])
+
+
+def test_every_node_starts_with_token_auth_and_the_token(cluster):
+    starts = [*cluster["head_start_ray_commands"], *cluster["worker_start_ray_commands"]]
+    assert all("RAY_AUTH_MODE=token ray start" in c for c in starts if "ray start" in c)
+    assert cluster["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
