@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 from ray.actor import ActorHandle
@@ -30,6 +31,7 @@ from miner.images import WORKER_CRASH
 from miner.schemas import ERROR, QUARANTINE, REASON, ROW_IDS, SHARD
 from miner.storage import filesystem, join, redact, write_bytes
 
+DUPLICATES_SHOWN = 5  # duplicate ids named in a ManifestError
 MANIFEST_READERS = {".parquet": ray.data.read_parquet, ".csv": ray.data.read_csv, ".jsonl": ray.data.read_json}
 
 
@@ -74,16 +76,30 @@ def _normalise_manifest(batch: pa.Table, id_column: str, fill: tuple[str, ...], 
 def check_unique_ids(ds: Dataset, label: str, id_column: str = "image_id", rows_per_partition: int = 100_000) -> int:
     """The number of rows; raises ManifestError naming up to five ids that occur more than once.
 
-    A distributed group-by, with one shuffle partition per `rows_per_partition` ids (at most 200).
+    The id column is read once. Up to `rows_per_partition` ids, one task counts them (a shuffle's
+    actors would cost more than the count); above, a distributed group-by with one shuffle
+    partition per `rows_per_partition` ids (at most 200).
     """
-    rows = ds.count()
-    partitions = min(200, max(1, rows // rows_per_partition))
-    counts = ds.select_columns([id_column]).groupby(id_column, num_partitions=partitions).count()
-    duplicates = counts.filter(expr=col("count()") > 1).take(5)
-    if duplicates:
-        shown = ", ".join(f"{d[id_column]!r} (x{d['count()']})" for d in duplicates)
+    ids = ds.select_columns([id_column]).materialize()
+    rows = ids.count()
+    if rows <= rows_per_partition:
+        repeated = ray.get(_repeated_ids.remote(id_column, DUPLICATES_SHOWN, *ids.to_arrow_refs()))
+    else:
+        counts = ids.groupby(id_column, num_partitions=min(200, rows // rows_per_partition)).count()
+        found = counts.filter(expr=col("count()") > 1).take(DUPLICATES_SHOWN)
+        repeated = [(row[id_column], row["count()"]) for row in found]
+    if repeated:
+        shown = ", ".join(f"{value!r} (x{count})" for value, count in repeated)
         raise ManifestError(f"{label} manifest has duplicate ids: {shown}")
     return rows
+
+
+@ray.remote
+def _repeated_ids(id_column: str, limit: int, *blocks: pa.Table) -> list[tuple[str, int]]:
+    """Up to `limit` (id, count) of the ids that occur more than once in the blocks' `id_column`."""
+    counts = pc.value_counts(pa.concat_tables(blocks)[id_column])
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))[:limit]
+    return [(row["values"], row["counts"]) for row in repeated.to_pylist()]
 
 
 def read_parquet_dir(uri: str, storage: StorageConfig) -> Dataset:

@@ -54,6 +54,16 @@ def test_manifest_errors_name_the_problem(local_ray, tmp_path):
         check_unique_ids(read_manifest(str(tmp_path / "d.csv"), "image_id", (), 1, STORAGE), "lookbook")
 
 
+@pytest.mark.parametrize("rows_per_partition", [100_000, 30], ids=["one-task", "group-by"])
+def test_duplicate_ids_are_named_by_both_counting_paths(local_ray, rows_per_partition):
+    unique = [f"i{k:03d}" for k in range(60)]
+    ds = lambda ids: ray.data.from_items([{"image_id": i} for i in ids]).repartition(4)  # noqa: E731
+    assert check_unique_ids(ds(unique), "lookbook", rows_per_partition=rows_per_partition) == 60
+    with pytest.raises(ManifestError, match="lookbook manifest has duplicate ids") as error:
+        check_unique_ids(ds([*unique, "i042", "i007", "i042"]), "lookbook", rows_per_partition=rows_per_partition)
+    assert "'i007' (x2)" in str(error.value) and "'i042' (x3)" in str(error.value)
+
+
 @pytest.mark.parametrize("bins", [1, 16, 4096])
 def test_count_mode_tiers_exactly_by_score_then_id(local_ray, bins):
     rng = np.random.default_rng(bins)
