@@ -35,12 +35,15 @@ def sample(tmp_path_factory, vocab):
 
 @pytest.fixture(scope="session")
 def model_overrides(tiny_models) -> list[str]:
-    """Command-line overrides that point the demo config at the session's tiny models."""
+    """Command-line overrides that point the demo config at the session's tiny models, with one Ray
+    Data execution per stage: each execution starts its actors afresh (torch imports, model loads),
+    which is most of a test job's time on 2 cores. Tests of several executions set their own."""
     return [
         str(CONF_DIR / "demo.yaml"),
         f"embedder.model.spec={tiny_models['siglip']}",
         f"captioner.model.spec={tiny_models['blip']}",
         "progress=false",
+        "work.shards_per_execution=4",
     ]
 
 

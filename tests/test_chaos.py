@@ -67,12 +67,12 @@ def assert_every_row_once(output, sample) -> None:
 
 @pytest.fixture
 def job(ray_cluster, sample, model_overrides, tmp_path):
-    """Submits the mining job (4 work shards, one per execution) without waiting; yields
+    """Submits the mining job (4 work shards, one execution per stage) without waiting; yields
     (client, job id, output folder). A job still running at teardown (a failed test) is stopped,
     so that it does not load the cluster and the machine for the tests after it."""
     output = tmp_path / "out"
     args = [*model_overrides, f"lookbook={sample.lookbook_path}", f"garments={sample.garments_path}"]
-    args += [f"output={output}", f"work.shards={SHARDS}", "work.shards_per_execution=1"]
+    args += [f"output={output}", f"work.shards={SHARDS}"]
     done = submit(ray_cluster, *args)
     assert done.returncode == 0, done.stderr[-4000:]
     client, job_id = ray_cluster.jobs_client(), submission_id(args)

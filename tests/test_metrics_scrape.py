@@ -66,7 +66,6 @@ def job(cluster, sample, model_overrides, tmp_path_factory):
         f"garments={sample.garments_path}",
         f"output={output}",
         f"ray_address={cluster.gcs_address}",
-        "work.shards_per_execution=4",  # one Ray Data execution per stage: fewer actor starts
         "progress_interval_s=1",
     ]
     driver = subprocess.run(

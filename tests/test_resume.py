@@ -42,7 +42,7 @@ def args(sample, model_overrides):
         f"lookbook={sample.lookbook_path}",
         f"garments={sample.garments_path}",
         f"work.shards={SHARDS}",
-        "work.shards_per_execution=1",
+        "work.shards_per_execution=2",  # two executions per stage: a commit between them
     ]
 
 
