@@ -62,13 +62,15 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A real two-node Ray cluster on loopback (head: 1 CPU, Jobs API on; worker: 2 CPUs), torn
-    down by killing the process groups it started; asserts that none of its processes is left."""
+    """A real two-node Ray cluster on loopback (head: no CPU, as in cluster.yaml, so all job work
+    runs on worker nodes; Jobs API on; worker: 2 CPUs), torn down by killing the process groups it
+    started; asserts that none of its processes is left. One per module: an idle cluster's services
+    (dashboard, log monitors) would take a share of the 2 cores for the rest of the suite."""
     from .ray_cluster import LocalCluster
 
-    cluster = LocalCluster(head_cpus=1)
+    cluster = LocalCluster(head_cpus=0)
     try:
         cluster.add_worker(num_cpus=2)
         yield cluster

@@ -74,7 +74,7 @@ def job(cluster, sample, model_overrides, tmp_path_factory):
         env=cluster.process_env(),
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,  # a job takes 2 to 4 minutes on 2 cores
     )
     assert driver.returncode == 0, driver.stderr[-3000:]
     return {"summary": json.loads((output / "summary.json").read_text()), "log": driver.stdout}

@@ -75,7 +75,7 @@ def test_lost_shards_are_redone_and_stale_files_dropped(clean_run, args):
     assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": 1, "garments_processed": 1}
     assert not stale.exists()
     assert again["counts"] == first["counts"]
-    assert pairs(output) == before
+    assert_same_pairs(pairs(output), before)  # the redone shards ran in other batches than in the first run
     assert set(commits.committed(str(output), "lookbook", SHARDS, storage)) == set(range(SHARDS))
 
 
