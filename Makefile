@@ -9,7 +9,7 @@ OUT ?= out/demo
 # One of the files of Debian's dataset-fashion-mnist, the source of the labelled benchmark (jobs.make_benchmark).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: demo test lint env clean
+.PHONY: demo test test-fast lint env clean
 
 env: $(STAMP) $(FMNIST)
 
@@ -27,11 +27,11 @@ $(STAMP): pyproject.toml
 $(FMNIST):
 	apt-get update -q && apt-get install -y -q dataset-fashion-mnist
 
-$(MODELS)/.built: $(STAMP) miner/tiny_models.py conf/vocab.yaml
+$(MODELS)/.built: $(STAMP) training/tiny_models.py conf/vocab.yaml
 	$(PY) -m jobs.make_tiny_models --out $(MODELS) --vocab conf/vocab.yaml --seed 0
 	touch $@
 
-$(DEMO)/.built: $(STAMP) miner/synthetic.py miner/drawing.py conf/vocab.yaml
+$(DEMO)/.built: $(STAMP) datagen/synthetic.py datagen/drawing.py conf/vocab.yaml
 	$(PY) -m jobs.make_demo_data --out $(DEMO) --garments 40 --scenes 300 --seed 0
 	touch $@
 
@@ -41,9 +41,13 @@ demo: $(MODELS)/.built $(DEMO)/.built
 test: $(STAMP) $(FMNIST)
 	$(PY) -m pytest -m "not gpu" -q
 
+# The edit loop: pure and actor tests, no Ray instance (under a minute).
+test-fast: $(STAMP) $(FMNIST)
+	$(PY) -m pytest -m "not gpu and not ray" -q
+
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(OUT) $(DEMO) $(MODELS)

@@ -16,10 +16,12 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from actors.embedder import SiglipModelWrapper
-from actors.rows import Batch, good_rows, objects, scatter
-from miner.config import CaptionerConfig, EmbedderConfig, StorageConfig
-from miner.models import load_pretrained, resolve, torch_device
-from miner.vocab import ATTRIBUTES, UNKNOWN, attributes_from_text, caption, prompts
+from core.batches import Batch, good_rows, objects, scatter
+from core.config import CaptionerConfig, EmbedderConfig
+from core.models import load_pretrained, resolve, torch_device
+from core.steps import FORWARD, POSTPROCESS, PREPROCESS, StepTimer
+from core.storage import StorageConfig
+from core.vocab import ATTRIBUTES, UNKNOWN, attributes_from_text, caption, prompts
 
 
 class ZeroShotTagger:
@@ -38,7 +40,8 @@ class ZeroShotTagger:
 class GenerativeCaptioner:
     """Free-text captions from an image-to-text model loaded with transformers' Auto classes."""
 
-    def __init__(self, cfg: CaptionerConfig, storage: StorageConfig):
+    def __init__(self, cfg: CaptionerConfig, storage: StorageConfig, timer: StepTimer):
+        self.timer = timer
         spec = resolve("captioner", cfg.model, storage)
         self.device = torch_device(cfg.device)
         dtype = getattr(torch, cfg.gpu_dtype) if self.device.startswith("cuda") else torch.float32
@@ -51,13 +54,16 @@ class GenerativeCaptioner:
 
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[str]:
-        inputs = self.processor(
-            images=[Image.fromarray(i) for i in images], text=[self.prompt] * len(images), return_tensors="pt"
-        ).to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        tokens = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return [t.strip() for t in self.processor.batch_decode(tokens, skip_special_tokens=True)]
+        with self.timer(PREPROCESS):
+            inputs = self.processor(
+                images=[Image.fromarray(i) for i in images], text=[self.prompt] * len(images), return_tensors="pt"
+            ).to(self.device)
+            if "pixel_values" in inputs:
+                inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with self.timer(FORWARD):
+            tokens = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        with self.timer(POSTPROCESS):
+            return [t.strip() for t in self.processor.batch_decode(tokens, skip_special_tokens=True)]
 
 
 class CropDescriber:
@@ -66,7 +72,7 @@ class CropDescriber:
     Needs the `embedding` column (zero-shot tagging reads it). A row with a non-empty `text`
     column (a garment's catalogue text) uses that text as its caption when
     `use_manifest_text` is set; its attributes still come from the image. `siglip`: an already
-    loaded model to share (else one is loaded from `embedder`).
+    loaded model to share (else one is loaded from `embedder`); `timer`: one to share with it.
     """
 
     def __init__(
@@ -76,26 +82,34 @@ class CropDescriber:
         storage: StorageConfig,
         vocab: dict,
         siglip: SiglipModelWrapper | None = None,
+        timer: StepTimer | None = None,
     ):
         self.cfg = cfg
         self.vocab = vocab
-        self.siglip = siglip or SiglipModelWrapper(embedder, storage)
+        self.timer = timer or StepTimer()
+        self.siglip = siglip or SiglipModelWrapper(embedder, storage, self.timer)
         self.tagger = ZeroShotTagger(self.siglip, vocab, cfg.prompts)
-        self.generator = GenerativeCaptioner(cfg, storage) if cfg.kind == "generative" else None
+        self.timer.take()  # the prompt embeddings are set-up work, not a batch's
+        self.generator = GenerativeCaptioner(cfg, storage, self.timer) if cfg.kind == "generative" else None
 
     def __call__(self, batch: Batch) -> Batch:
         good = good_rows(batch)
         if self.generator is not None:
             captions = self.generator([c for c, ok in zip(batch["crop"], good) if ok])
-            attributes = [attributes_from_text(c, self.vocab) for c in captions]
+            with self.timer(POSTPROCESS):
+                attributes = [attributes_from_text(c, self.vocab) for c in captions]
         else:
-            attributes = self.tagger(batch["embedding"][good])
-            captions = [caption(self.cfg.caption_template, a) for a in attributes]
+            with self.timer(FORWARD):
+                attributes = self.tagger(batch["embedding"][good])
+            with self.timer(POSTPROCESS):
+                captions = [caption(self.cfg.caption_template, a) for a in attributes]
         if self.cfg.use_manifest_text and "text" in batch:
             texts = [t for t, ok in zip(batch["text"], good) if ok]
             captions = [t if isinstance(t, str) and t.strip() else c for t, c in zip(texts, captions)]
-        batch["caption"] = scatter(good, objects(captions), "")
-        for attr in ATTRIBUTES:
-            batch[attr] = scatter(good, objects([a[attr] for a in attributes]), UNKNOWN)
-        batch["caption_embedding"] = scatter(good, self.siglip.embed_texts(captions), 0.0)
+        caption_embeddings = self.siglip.embed_texts(captions)
+        with self.timer(POSTPROCESS):
+            batch["caption"] = scatter(good, objects(captions), "")
+            for attr in ATTRIBUTES:
+                batch[attr] = scatter(good, objects([a[attr] for a in attributes]), UNKNOWN)
+            batch["caption_embedding"] = scatter(good, caption_embeddings, 0.0)
         return batch

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.rows import Batch, objects
-from miner.config import DecodeConfig, StorageConfig
-from miner.images import FORBIDDEN_URI, NOT_FOUND, TOO_LARGE, UNREADABLE, Decoded, decode, failed
-from miner.schemas import ERROR, REASON
-from miner.storage import forbidden, read_bytes
+from core.batches import Batch, objects, quarantine_columns
+from core.config import DecodeConfig
+from core.images import FORBIDDEN_URI, NOT_FOUND, TOO_LARGE, UNREADABLE, Decoded, decode, failed
+from core.schemas import ERROR, REASON
+from core.storage import StorageConfig, forbidden, read_bytes
 
 
 def read_and_decode(row_id: str, uri: str, cfg: DecodeConfig, storage: StorageConfig) -> Decoded:
@@ -28,8 +28,7 @@ def read_and_decode(row_id: str, uri: str, cfg: DecodeConfig, storage: StorageCo
 
 
 def decode_images(batch: Batch, cfg: DecodeConfig, storage: StorageConfig) -> Batch:
-    n = len(batch["uri"])
-    reasons, errors = batch.get(REASON, np.full(n, "", dtype=object)), batch.get(ERROR, np.full(n, "", dtype=object))
+    reasons, errors = quarantine_columns(batch, len(batch["uri"]))
     decoded = [
         read_and_decode(i, uri, cfg, storage) if not reason else failed(reason, error)
         for i, uri, reason, error in zip(batch["image_id"], batch["uri"], reasons, errors)

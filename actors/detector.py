@@ -8,12 +8,14 @@ import numpy as np
 from PIL import Image
 from ultralytics import YOLO
 
-from actors.rows import Batch, good_rows, objects
-from miner import boxes
-from miner.config import DetectorConfig, StorageConfig
-from miner.images import EMPTY, NO_GARMENT
-from miner.models import ModelLoadError, resolve, torch_device
-from miner.schemas import ERROR, REASON
+from core import boxes
+from core.batches import Batch, good_rows, objects
+from core.config import DetectorConfig
+from core.images import EMPTY, NO_GARMENT
+from core.models import ModelLoadError, resolve, torch_device
+from core.schemas import ERROR, REASON
+from core.steps import FORWARD, POSTPROCESS, PREPROCESS, StepTimer
+from core.storage import StorageConfig
 
 IMAGE_COLUMNS = ("image", "width", "height", "scale")  # decoded-image columns that crop rows replace
 WHOLE_IMAGE_CLASS = -1  # det_class of a crop that is the whole image (no detection, or a garment shot)
@@ -128,17 +130,22 @@ def to_batch(rows: list[dict]) -> Batch:
 
 class CropDetector:
     """Ray Data stage: decoded image rows in, crop rows out (see `crop_rows`); quarantined image
-    rows pass through as one quarantined crop row each."""
+    rows pass through as one quarantined crop row each. YOLO's own resizing counts as `forward`;
+    cutting and shrinking the crops as `postprocess`."""
 
-    def __init__(self, cfg: DetectorConfig, storage: StorageConfig):
+    def __init__(self, cfg: DetectorConfig, storage: StorageConfig, timer: StepTimer | None = None):
         self.detector = YoloDetector(cfg, storage)
         self.cfg = cfg
+        self.timer = timer or StepTimer()
 
     def __call__(self, batch: Batch) -> Batch:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        good = good_rows(batch)
-        detections = iter(self.detector([r["image"] for r, ok in zip(rows, good) if ok]))
-        out = []
-        for row, ok in zip(rows, good):
-            out.extend(crop_rows(row, next(detections), self.cfg) if ok else [passthrough_row(row)])
-        return to_batch(out)
+        with self.timer(PREPROCESS):
+            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+            good = good_rows(batch)
+        with self.timer(FORWARD):
+            detections = iter(self.detector([r["image"] for r, ok in zip(rows, good) if ok]))
+        with self.timer(POSTPROCESS):
+            out = []
+            for row, ok in zip(rows, good):
+                out.extend(crop_rows(row, next(detections), self.cfg) if ok else [passthrough_row(row)])
+            return to_batch(out)

@@ -6,15 +6,19 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-from actors.rows import Batch, good_rows, scatter
-from miner.config import EmbedderConfig, StorageConfig
-from miner.models import load_pretrained, resolve, torch_device
+from core.batches import Batch, good_rows, scatter
+from core.config import EmbedderConfig
+from core.models import load_pretrained, resolve, torch_device
+from core.steps import FORWARD, POSTPROCESS, PREPROCESS, StepTimer
+from core.storage import StorageConfig
 
 
 class SiglipModelWrapper:
-    """Both SigLIP towers. Outputs are L2-normalised float32 arrays of shape (n, dim)."""
+    """Both SigLIP towers. Outputs are L2-normalised float32 arrays of shape (n, dim); each call's
+    processor or tokenizer time is recorded as `preprocess` in `timer`, the model's as `forward`."""
 
-    def __init__(self, cfg: EmbedderConfig, storage: StorageConfig):
+    def __init__(self, cfg: EmbedderConfig, storage: StorageConfig, timer: StepTimer | None = None):
+        self.timer = timer or StepTimer()
         spec = resolve("embedder", cfg.model, storage)
         self.device = torch_device(cfg.device)
         dtype = getattr(torch, cfg.gpu_dtype) if self.device.startswith("cuda") else torch.float32
@@ -29,17 +33,21 @@ class SiglipModelWrapper:
         """images: RGB uint8 arrays (h, w, 3) of any size."""
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-        features = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)).pooler_output
-        return _normalise(features)
+        with self.timer(PREPROCESS):
+            pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        with self.timer(FORWARD):
+            features = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)).pooler_output
+            return _normalise(features)
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        tokens = self.tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt")
-        features = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device)).pooler_output
-        return _normalise(features)
+        with self.timer(PREPROCESS):
+            tokens = self.tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt")
+        with self.timer(FORWARD):
+            features = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device)).pooler_output
+            return _normalise(features)
 
 
 def _normalise(features: torch.Tensor) -> np.ndarray:
@@ -50,11 +58,13 @@ class CropEmbedder:
     """Ray Data stage: adds `embedding` (n, dim) float32 unit vectors for the `crop` column
     (zeros on quarantined rows)."""
 
-    def __init__(self, cfg: EmbedderConfig, storage: StorageConfig):
-        self.model = SiglipModelWrapper(cfg, storage)
+    def __init__(self, cfg: EmbedderConfig, storage: StorageConfig, timer: StepTimer | None = None):
+        self.timer = timer or StepTimer()
+        self.model = SiglipModelWrapper(cfg, storage, self.timer)
 
     def __call__(self, batch: Batch) -> Batch:
         good = good_rows(batch)
         embeddings = self.model.embed_images([c for c, ok in zip(batch["crop"], good) if ok])
-        batch["embedding"] = scatter(good, embeddings, 0.0)
+        with self.timer(POSTPROCESS):
+            batch["embedding"] = scatter(good, embeddings, 0.0)
         return batch

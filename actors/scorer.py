@@ -6,13 +6,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.rows import Batch, good_rows, objects
-from miner import index as shard_index
-from miner.arrow import matrix
-from miner.config import IndexConfig, ScoringConfig, StorageConfig
-from miner.schemas import ERROR, REASON, SHARD
-from miner.scoring import best_match, merge_topk
-from miner.storage import filesystem, join
+from core import index as shard_index
+from core.arrow import matrix
+from core.batches import Batch, good_rows, objects
+from core.config import IndexConfig, ScoringConfig
+from core.schemas import ERROR, REASON, SHARD
+from core.scoring import best_match
+from core.steps import FORWARD, POSTPROCESS, StepTimer
+from core.storage import StorageConfig, filesystem, join
 
 
 class ShardedSearcher:
@@ -46,10 +47,7 @@ class ShardedSearcher:
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """(n, k) global ids of the nearest crops by image cosine, -1 where fewer exist."""
-        if not self.shards:
-            return np.full((len(queries), k), -1, np.int64)
-        results = [shard_index.search(s, queries, k, self.nprobe) for s in self.shards]
-        return merge_topk([r[0] for r in results], [r[1] for r in results], k)[1]
+        return shard_index.search_shards(self.shards, queries, k, self.nprobe)[1]
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Payload row of each global id (shard offset + id - shard id_start); -1 for id -1."""
@@ -76,12 +74,19 @@ class GarmentScorer:
     def __init__(self, index_dir: str, cfg: ScoringConfig, index_cfg: IndexConfig, storage: StorageConfig):
         self.searcher = ShardedSearcher(index_dir, index_cfg, storage)
         self.cfg = cfg
+        self.timer = StepTimer()
 
     def __call__(self, batch: Batch) -> Batch:
         good = good_rows(batch)
         ids = np.full((len(good), self.cfg.top_k), -1, np.int64)
-        if good.any():
-            ids[good] = self.searcher.search(batch["embedding"][good], self.cfg.top_k)
+        with self.timer(FORWARD):
+            if good.any():
+                ids[good] = self.searcher.search(batch["embedding"][good], self.cfg.top_k)
+        with self.timer(POSTPROCESS):
+            return self.scored(batch, ids)
+
+    def scored(self, batch: Batch, ids: np.ndarray) -> Batch:
+        """The output rows for garments whose candidates are the global crop ids `ids` (b, top_k)."""
         valid = ids >= 0
         rows = self.searcher.rows(np.where(valid, ids, -1))
         match = best_match(
@@ -93,7 +98,7 @@ class GarmentScorer:
             self.cfg.lambda_vlm,
             self.cfg.lambda_siglip,
         )
-        n_candidates = valid.sum(axis=1).astype(np.int32)  # valid ids are a prefix (merge_topk ranks -1 last)
+        n_candidates = valid.sum(axis=1).astype(np.int32)  # valid ids are a prefix (search_shards ranks -1 last)
         best = np.where(match.index >= 0, rows[np.arange(len(rows)), np.maximum(match.index, 0)], -1)
         return {
             "garment_id": batch["image_id"],

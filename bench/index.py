@@ -5,7 +5,7 @@ queries in the same run.
     python -m bench.index [--sizes 10000 100000 1000000] [--dim 768] [--queries 1000]
                           [--types auto Flat IVF,Flat IVF,PQ96] [--nprobe 16 32 64]
 
-Each index is built the way the job builds it (miner/build_index.py, without Ray): the template is
+Each index is built the way the job builds it (pipeline/index_build.py, without Ray): the template is
 trained on a sample of at most --train-sample rows drawn across the whole set, --shards shards are
 filled from it one after another, serialized with their checksums, loaded back, and searched by
 fanning out to every shard and merging the per-shard top-k exactly. `IVF,` in a type gets the
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miner import index as shard_index
+from core import index as shard_index
 
 CHUNK = 1 << 15  # rows generated from one random stream; fixes the data whatever the read size
 SEARCH_CHUNK = 1 << 16  # rows per brute-force matmul block (1,000 queries -> 256 MiB of scores)

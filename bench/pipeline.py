@@ -2,7 +2,7 @@
 
     python -m bench.pipeline [--n 2000] [--scale 10] [--workdir /tmp/bench-pipeline] [key=value ...]
 
-Generates `n` synthetic scenes with `miner.synthetic.make_sample` (seeded, cached in `workdir`) and
+Generates `n` synthetic scenes with `datagen.synthetic.make_sample` (seeded, cached in `workdir`) and
 the tiny SigLIP / BLIP folders, then runs, each in a fresh Python process:
 
 - `floor`: the lookbook actors (`decode_images`, `CropDetector`, `CropEmbedder`, `CropDescriber`)
@@ -78,12 +78,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def prepare(workdir: Path, n: int, scale: int) -> dict[str, Path]:
     """Tiny models, the `n`-scene sample and the `n` / `scale * n` manifests under `workdir` (cached)."""
-    from jobs.make_demo_data import DEFAULT_VOCAB, load_vocab
-    from jobs.make_tiny_models import BLIP_DIR, SIGLIP_DIR, vocabulary_words
-    from miner.synthetic import make_sample
-    from miner.tiny_models import build_tiny_blip, build_tiny_siglip
+    from core.config import VOCAB_PATH
+    from core.vocab import load_vocab, vocabulary_words
+    from datagen.synthetic import make_sample
+    from training.tiny_models import BLIP_DIR, SIGLIP_DIR, build_tiny_blip, build_tiny_siglip
 
-    vocab = load_vocab(DEFAULT_VOCAB)
+    vocab = load_vocab(VOCAB_PATH)
     models = workdir / "models"
     if not (models / ".built").exists():
         words = vocabulary_words(vocab)
@@ -111,7 +111,7 @@ def prepare(workdir: Path, n: int, scale: int) -> dict[str, Path]:
 
 
 def job_config(workdir: Path, manifest: Path, output: Path, overrides: list[str]):
-    from miner.config import load_config
+    from core.config import load_config
 
     models = workdir / "models"
     return load_config(
@@ -250,8 +250,8 @@ def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) 
     from actors.decoder import decode_images
     from actors.detector import CropDetector
     from actors.embedder import CropEmbedder
-    from miner import arrow, schemas
-    from miner.schemas import REASON
+    from core import arrow, schemas
+    from core.schemas import REASON
 
     started = time.perf_counter()
     detector = CropDetector(cfg.detector, cfg.storage)
@@ -360,8 +360,9 @@ def run_ray(cfg, cpus: int, interval: float, ray_kwargs: dict, data_attrs: dict)
     """`mine_lookbook(cfg)` on a fresh local Ray instance; times the call, samples memory throughout."""
     import ray
 
-    from jobs.mine import configure_data, mine_lookbook
-    from miner.dataflow import start_attempt_ledger
+    from jobs.mine import mine_lookbook
+    from pipeline.driver import configure_data
+    from pipeline.stage import attempt_ledger
 
     kwargs = {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False, **ray_kwargs}
     with TreeMonitor(interval) as monitor:
@@ -372,7 +373,8 @@ def run_ray(cfg, cpus: int, interval: float, ray_kwargs: dict, data_attrs: dict)
             setattr(context, name, value)
         with WrittenDatasets() as written:
             start = monitor.mark()
-            mine_lookbook(cfg, start_attempt_ledger())
+            with attempt_ledger() as ledger:
+                mine_lookbook(cfg, ledger)
             end = monitor.mark()
         summary = "\n".join(f"-- execution {k + 1} of {len(written)}\n{ds.stats()}" for k, ds in enumerate(written))
         store = ray.available_resources().get("object_store_memory", 0)

@@ -6,7 +6,7 @@ python -m jobs.ablate --truth SPLIT_DIR --out OUT_DIR [overlay.yaml ...] [key=va
 Runs the mining job twice on the split, into OUT_DIR/detector (detection crops) and
 OUT_DIR/whole_image (`detector.enabled=false`); a run whose summary.json carries the same config hash
 is reused, an unfinished one resumes from its committed shards. Each run is then evaluated with the
-three lambda settings of `miner.evaluation.ablation_lambdas` by re-scoring its stored candidates
+three lambda settings of `quality.evaluation.ablation_lambdas` by re-scoring its stored candidates
 (no rerun). Overlays and key=value overrides go to the mining job (models, tiers, pools), as for
 `python -m jobs.mine`. Writes OUT_DIR/ablation.json, OUT_DIR/ablation.md (the table) and one
 precision-vs-coverage curve per row under OUT_DIR/curves/.
@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs import mine
-from jobs.evaluate import format_report, proportion_text, read_run, read_split, write_curve
-from miner import evaluation
-from miner.config import config_hash, load_config
-from miner.tiering import TIERS
+from core.config import config_hash, load_config
+from quality import evaluation
+from quality.runs import read_run, read_split, write_curve
+from quality.tables import format_report, markdown, table_row
 
 CROPS = {"detector": "detector.enabled=true", "whole_image": "detector.enabled=false"}  # run name: override
 
@@ -38,29 +39,8 @@ def mine_once(args: list[str]) -> dict:
         if summary.get("config_hash") == config_hash(cfg):
             print(f"[ablate] reusing {cfg.output} (config {summary['config_hash']})", flush=True)
             return summary
-    return mine.main(args)
-
-
-def table_row(crops: str, setting: str, lambdas: tuple[float, float], report: dict) -> dict[str, str]:
-    """One line of the ablation table: high-tier precision with its CI, precision per tier,
-    recall@k (recall@10 with its CI), detection recall, accuracy of each attribute the truth knows."""
-    row = {"crops": crops, "score": setting, "λ_vlm, λ_siglip": f"{lambdas[0]:g}, {lambdas[1]:g}"}
-    row["high P [95% CI]"] = proportion_text(report["tiers"]["high"]["precision"], ci=True)
-    row.update({f"{tier} P": proportion_text(report["tiers"][tier]["precision"]) for tier in TIERS[1:]})
-    for k, p in report["retrieval_recall"].items():
-        row[f"R@{k}" + (" [95% CI]" if k == "10" else "")] = proportion_text(p, ci=k == "10")
-    row["det. recall"] = proportion_text(report["detection_recall"])
-    for name, p in (report["attribute_accuracy"] or {}).items():
-        if p["total"]:
-            row[f"{name} acc."] = proportion_text(p)
-    return row
-
-
-def markdown(rows: list[dict[str, str]]) -> str:
-    columns = list(dict.fromkeys(c for row in rows for c in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row.get(c, "-") for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    subprocess.run([sys.executable, "-m", "jobs.mine", *args], check=True)
+    return json.loads(summary_path.read_text())
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""Write the labelled Fashion-MNIST benchmark (see miner.fashion_benchmark) and print its counts.
+"""Write the labelled Fashion-MNIST benchmark (see datagen.fashion_benchmark) and print its counts.
 
     python -m jobs.make_benchmark --out data/bench --scenes 4000 --test-scenes 2000 --seed 0
 
@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from jobs.make_demo_data import DEFAULT_VOCAB, load_vocab
-from miner.fashion_benchmark import BenchmarkSpec, make_benchmark
+from core.config import VOCAB_PATH
+from core.vocab import load_vocab
+from datagen.fashion_benchmark import BenchmarkSpec, make_benchmark
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -27,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--garments", type=int, help="train catalogue size (default: min(scenes, items) // 2)")
     parser.add_argument("--test-garments", type=int, help="test catalogue size (default: as --garments)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vocab", default=str(DEFAULT_VOCAB), help="attribute vocabulary YAML")
+    parser.add_argument("--vocab", default=str(VOCAB_PATH), help="attribute vocabulary YAML")
     parser.add_argument("--empty-fraction", type=float, default=defaults.empty_fraction,
                         help="scenes holding no catalogue garment")  # fmt: skip
     parser.add_argument("--distractor-fraction", type=float, default=defaults.distractor_fraction,

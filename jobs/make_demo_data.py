@@ -1,22 +1,13 @@
-"""Write the deterministic synthetic demo sample (see miner.synthetic) and print its manifest paths."""
+"""Write the deterministic synthetic demo sample (see datagen.synthetic) and print its manifest paths."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from miner.synthetic import make_sample
-
-DEFAULT_VOCAB = Path(__file__).resolve().parents[1] / "conf" / "vocab.yaml"
-
-
-def load_vocab(path: str | Path) -> dict[str, list[str]]:
-    """Attribute name -> allowed values, in file order."""
-    vocab = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    return {str(name): [str(value) for value in values] for name, values in vocab.items()}
+from core.config import VOCAB_PATH
+from core.vocab import load_vocab
+from datagen.synthetic import make_sample
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -25,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--garments", type=int, default=40)
     parser.add_argument("--scenes", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vocab", default=str(DEFAULT_VOCAB), help="attribute vocabulary YAML")
+    parser.add_argument("--vocab", default=str(VOCAB_PATH), help="attribute vocabulary YAML")
     parser.add_argument("--no-bad-files", dest="bad_files", action="store_false", help="omit the 2 unreadable images")
     args = parser.parse_args(argv)
     info = make_sample(args.out, args.garments, args.scenes, args.seed, load_vocab(args.vocab), args.bad_files)

@@ -3,31 +3,15 @@
     python -m jobs.make_tiny_models --out data/models --vocab conf/vocab.yaml --seed 0
 
 writes `<out>/siglip-tiny` and `<out>/blip-tiny`, whose tokenizers know every vocabulary value,
-its hyphen-separated parts and `CAPTION_WORDS`.
+its hyphen-separated parts and `core.vocab.CAPTION_WORDS`.
 """
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from miner.tiny_models import build_tiny_blip, build_tiny_siglip
-
-SIGLIP_DIR = "siglip-tiny"
-BLIP_DIR = "blip-tiny"
-# Words of the zero-shot prompts, the caption template and typical generated captions.
-CAPTION_WORDS = (
-    "a", "an", "the", "photo", "picture", "of", "with", "without", "sleeves", "for", "garment",
-    "in", "on", "and", "person", "man", "woman", "model", "wearing", "unknown", ",", ".",
-)  # fmt: skip
-
-
-def vocabulary_words(vocab: Mapping[str, Sequence[str]]) -> list[str]:
-    """Every value of `vocab` (attribute -> values), the parts of hyphenated values, then `CAPTION_WORDS`."""
-    values = [value for values in vocab.values() for value in values]
-    parts = [part for value in values for part in value.split("-") if part]
-    return list(dict.fromkeys([*values, *parts, *CAPTION_WORDS]))
+from core.vocab import load_vocab, vocabulary_words
+from training.tiny_models import BLIP_DIR, SIGLIP_DIR, build_tiny_blip, build_tiny_siglip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -37,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    words = vocabulary_words(OmegaConf.to_container(OmegaConf.load(args.vocab)))
+    words = vocabulary_words(load_vocab(args.vocab))
     for path in (
         build_tiny_siglip(args.out / SIGLIP_DIR, words, seed=args.seed),
         build_tiny_blip(args.out / BLIP_DIR, words, seed=args.seed),

@@ -20,7 +20,7 @@ import time
 from omegaconf import OmegaConf
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from miner.config import CONF_DIR, config_hash, load_config
+from core.config import CONF_DIR, config_hash, load_config
 
 RUNTIME_ENV_FILE = CONF_DIR / "runtime_env.yaml"
 REPO = CONF_DIR.parent

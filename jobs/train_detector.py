@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 from omegaconf import MISSING, OmegaConf
 
-from miner.config import ModelSpec, StorageConfig, merged_config
-from miner.detector_training import box_recall, image_size, write_dataset
-from miner.models import resolve
-from miner.training_data import read_rows
+from core.config import ModelSpec, merged_config
+from core.models import resolve
+from core.storage import StorageConfig
+from training.data import read_rows
+from training.detector import box_recall, image_size, write_dataset
 
 PREDICT_BATCH = 16
 

@@ -6,19 +6,18 @@ import os
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
-from jobs.make_tiny_models import vocabulary_words
-from miner.config import CONF_DIR, VOCAB_FILE
-from miner.synthetic import make_sample
-from miner.tiny_models import build_tiny_blip, build_tiny_siglip
+from core.config import CONF_DIR, VOCAB_PATH
+from core.vocab import load_vocab, vocabulary_words
+from datagen.synthetic import make_sample
+from training.tiny_models import build_tiny_blip, build_tiny_siglip
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def vocab() -> dict[str, list[str]]:
-    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / VOCAB_FILE))
+    return load_vocab(VOCAB_PATH)
 
 
 @pytest.fixture(scope="session")
@@ -60,20 +59,3 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 1024**2, log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A real two-node Ray cluster on loopback (head: no CPU, as in cluster.yaml, so all job work
-    runs on worker nodes; Jobs API on; worker: 2 CPUs), torn down by killing the process groups it
-    started; asserts that none of its processes is left. One per module: an idle cluster's services
-    (dashboard, log monitors) would take a share of the 2 cores for the rest of the suite."""
-    from .ray_cluster import LocalCluster
-
-    cluster = LocalCluster(head_cpus=0)
-    try:
-        cluster.add_worker(num_cpus=2)
-        yield cluster
-    finally:
-        cluster.stop()
-    assert not cluster.leftover_processes()

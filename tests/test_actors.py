@@ -16,12 +16,14 @@ from actors.decoder import decode_images
 from actors.detector import WHOLE_IMAGE_CLASS, CropDetector
 from actors.embedder import CropEmbedder
 from actors.fused import FusedLookbookModels
-from actors.rows import objects
-from miner.config import DecodeConfig, ModelSpec, StorageConfig, load_config
-from miner.images import NO_GARMENT, NOT_FOUND
-from miner.models import ModelLoadError, resolve
-from miner.schemas import ERROR, REASON
-from miner.vocab import ATTRIBUTES, UNKNOWN
+from core.batches import objects
+from core.config import DecodeConfig, ModelSpec, load_config
+from core.images import NO_GARMENT, NOT_FOUND
+from core.models import ModelLoadError, resolve
+from core.schemas import ERROR, REASON
+from core.steps import DECODE, FORWARD, POSTPROCESS, PREPROCESS
+from core.storage import StorageConfig
+from core.vocab import ATTRIBUTES, UNKNOWN
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 STORAGE = StorageConfig()
@@ -168,8 +170,9 @@ def test_fused_models_with_decode_take_manifest_rows(cfg, vocab):
     uris = [str(ASSETS / "bus.jpg"), "/nonexistent/x.jpg", str(ASSETS / "zidane.jpg")]
     manifest = {"image_id": np.array([f"i{k}" for k in range(3)], dtype=object), "uri": np.array(uris, dtype=object)}
     models = (replace(cfg.detector, image_size=640), cfg.embedder, cfg.captioner, STORAGE, vocab)
-    decoding = FusedLookbookModels(*models, decode=DecodeConfig(), stage="test")
+    decoding = FusedLookbookModels(*models, decode=DecodeConfig())
     got = decoding({k: v.copy() for k, v in manifest.items()})
+    assert set(decoding.timer.take()) == {DECODE, PREPROCESS, FORWARD, POSTPROCESS}  # its own steps, one timer
     expected = FusedLookbookModels(*models)(decode_images(manifest, DecodeConfig(), STORAGE))
     assert set(got) == set(expected) and got["crop_id"].tolist() == expected["crop_id"].tolist()
     assert got[REASON].tolist() == expected[REASON].tolist() and NOT_FOUND in got[REASON].tolist()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from actors.rows import objects
-from miner.arrow import table
+from core.arrow import table
+from core.batches import objects
 
 LISTS = pa.schema([("values", pa.list_(pa.float32())), ("names", pa.list_(pa.string()))])
 

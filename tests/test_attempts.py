@@ -1,10 +1,10 @@
-"""Pure tests for miner/attempts.py: which rows run together, alone, or are given up."""
+"""Pure tests for core/attempts.py: which rows run together, alone, or are given up."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from miner.attempts import AttemptLedger, crash_error, plan_attempts, run_plan
+from core.attempts import AttemptLedger, crash_error, plan_attempts, run_plan
 
 
 def test_plan_splits_rows_by_unfinished_attempts():

@@ -1,9 +1,9 @@
-"""Pure tests for miner/boxes.py: box selection, padding and clipping, crops."""
+"""Pure tests for core/boxes.py: box selection, padding and clipping, crops."""
 
 import numpy as np
 import pytest
 
-from miner.boxes import crop_pixels, pad_and_clip, select_boxes, whole_image
+from core.boxes import crop_pixels, pad_and_clip, select_boxes, whole_image
 
 
 def test_select_boxes_by_hand() -> None:

@@ -1,4 +1,4 @@
-"""Pure tests for miner/config.py: defaults, overlays, overrides, validation, config hash."""
+"""Pure tests for core/config.py: defaults, overlays, overrides, validation, config hash."""
 
 import dataclasses
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 import yaml
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from miner.config import (
+from core.config import (
     CONF_DIR,
     DecodeConfig,
     MineConfig,
@@ -153,7 +153,7 @@ def test_gpu_size_overlays_fill_exactly_their_gpus(gpus: int) -> None:
 def test_object_store_budget_bounds_ray_data_and_is_not_hashed() -> None:
     import ray
 
-    from jobs.mine import configure_data
+    from pipeline.driver import configure_data
 
     budgeted = load_config([*REQUIRED, "object_store_budget_gb=1.5", "progress=false"])
     assert config_hash(budgeted) == config_hash(load_config(REQUIRED))
@@ -165,3 +165,12 @@ def test_object_store_budget_bounds_ray_data_and_is_not_hashed() -> None:
         assert context.enable_progress_bars is False
     finally:
         context.execution_options.resource_limits = saved
+
+
+def test_models_used_names_the_models_a_run_loads() -> None:
+    from pipeline.driver import models_used
+
+    assert set(models_used(load_config(REQUIRED))) == {"detector", "embedder"}
+    assert set(models_used(load_config([*REQUIRED, "detector.enabled=false"]))) == {"embedder"}
+    generative = models_used(load_config([*REQUIRED, "captioner.kind=generative", "captioner.model.spec=org/blip"]))
+    assert generative["captioner"] == {"spec": "org/blip", "sha256": "", "note": ""}

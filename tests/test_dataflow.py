@@ -12,22 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from jobs.mine import decoded
-from miner import tier_stage
-from miner.commits import shard_of
-from miner.config import PoolConfig, ScoringConfig, StorageConfig, TierConfig, load_config
-from miner.dataflow import (
-    AttemptGuard,
-    ManifestError,
-    SplitParquetSink,
-    check_unique_ids,
-    map_with_actors,
-    read_manifest,
-    start_attempt_ledger,
-)
-from miner.images import WORKER_CRASH
-from miner.schemas import ERROR, REASON, SHARD
-from miner.tiering import TIERS, UNMATCHED
+from core.config import PoolConfig, ScoringConfig, TierConfig, load_config
+from core.images import WORKER_CRASH
+from core.schemas import ERROR, REASON, SHARD
+from core.storage import StorageConfig
+from core.tiering import TIERS, UNMATCHED
+from jobs.mine import decode
+from pipeline import tier_passes
+from pipeline.commits import shard_of
+from pipeline.manifests import ManifestError, check_unique_ids, read_manifest
+from pipeline.sink import SplitParquetSink
+from pipeline.stage import AttemptGuard, attempt_ledger, map_actors
 
 pytestmark = pytest.mark.ray
 STORAGE = StorageConfig()
@@ -74,11 +69,11 @@ def test_count_mode_tiers_exactly_by_score_then_id(local_ray, bins):
     table = pa.table({"garment_id": ids, "score": scores})
     ds = ray.data.from_arrow(table).repartition(7)
     cfg = TierConfig(mode="count", counts={"high": 50, "mid": 400, "low": 5000}, histogram_bins=bins)
-    cutoffs = tier_stage.count_cutoffs(ds, cfg, ScoringConfig(lambda_vlm=0.5, lambda_siglip=0.5))
+    cutoffs = tier_passes.count_cutoffs(ds, cfg, ScoringConfig(lambda_vlm=0.5, lambda_siglip=0.5))
     assert cutoffs[2] is None  # fewer scored garments than high + mid + low
     tiered = {}
     kwargs = {"cfg": cfg, "cutoffs": cutoffs}
-    for batch in ds.map_batches(tier_stage.assign, fn_kwargs=kwargs, batch_format="pyarrow").iter_batches():
+    for batch in ds.map_batches(tier_passes.assign, fn_kwargs=kwargs, batch_format="pyarrow").iter_batches():
         tiered.update(zip(batch["garment_id"], batch["tier"]))
     scored = ~np.isnan(scores)
     order = [i for i in np.lexsort((ids, -np.where(scored, scores, -np.inf))) if scored[i]]
@@ -113,17 +108,16 @@ def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray,
     poison, max_attempts = ["r05", "r06"], 2  # both in the first batch of 8
     blank = {REASON: "", ERROR: ""} if reason_columns else {}
     rows = [{"image_id": i, "uri": f"/x/{i}.jpg", **blank, SHARD: 0} for i in ids]
-    ledger = start_attempt_ledger()
-    guard = AttemptGuard(ledger, "test", max_attempts)
     pool = PoolConfig(batch_size=8, num_cpus=0.25)
     log = tmp_path / "calls.log"
-    ds = map_with_actors(ray.data.from_items(rows), PoisonStage, pool, guard, poison=poison, log=str(log))
     schema = pa.schema([("image_id", pa.string()), ("uri", pa.string())])
-    sink = SplitParquetSink(str(tmp_path), "out", lambda b: schema, "quarantine", "test", "image_id", "uri", STORAGE)
-    ds.write_datasink(sink)
-    ray.kill(ledger)
+    sink = SplitParquetSink(str(tmp_path), "out", lambda b: schema, "test", "image_id", "uri", STORAGE)
+    with attempt_ledger() as ledger:
+        guard = AttemptGuard(ledger, "test", max_attempts)
+        ds = map_actors(ray.data.from_items(rows), PoisonStage, pool, guard, poison=poison, log=str(log))
+        ds.write_datasink(sink)
     out = pq.read_table(tmp_path / "out", partitioning=None)["image_id"].to_pylist()
-    quarantine = pq.read_table(tmp_path / "quarantine", partitioning=None).to_pylist()
+    quarantine = pq.read_table(tmp_path / "quarantine" / "test", partitioning=None).to_pylist()
     assert sorted(out) == sorted(set(ids) - set(poison))  # every other row exactly once
     assert sorted(q["id"] for q in quarantine) == poison
     assert {q["reason"] for q in quarantine} == {WORKER_CRASH}
@@ -141,7 +135,8 @@ def test_decode_tasks_read_at_most_rows_per_task_manifest_rows(local_ray, tmp_pa
     cfg = load_config(overrides)
     manifest = read_manifest(cfg.lookbook, "image_id", (), 1, STORAGE).materialize()
     assert manifest.num_blocks() == 1
-    blocks = ray.get(decoded(manifest, cfg, "lookbook").materialize().to_arrow_refs())
+    guard = AttemptGuard(None, "lookbook", 1)  # decode tasks run outside the guard
+    blocks = ray.get(decode(manifest, cfg, guard).materialize().to_arrow_refs())
     assert max(b.num_rows for b in blocks) <= 16 and len(blocks) >= 7
     assert sorted(i for b in blocks for i in b["image_id"].to_pylist()) == ids
 
@@ -158,8 +153,7 @@ class ThreadCount:
 @pytest.mark.parametrize(("threads", "expected"), [(2, 2), (None, 1)])
 def test_pool_threads_set_the_actors_torch_threads(local_ray, threads, expected):
     rows = [{"image_id": f"r{i}", REASON: ""} for i in range(4)]
-    ledger = start_attempt_ledger()
     pool = PoolConfig(batch_size=4, num_cpus=0.25, threads=threads)
-    ds = map_with_actors(ray.data.from_items(rows), ThreadCount, pool, AttemptGuard(ledger, "test", 2))
-    assert {r["threads"] for r in ds.take_all()} == {expected}  # None: Ray's default for 0.25 CPU
-    ray.kill(ledger)
+    with attempt_ledger() as ledger:
+        ds = map_actors(ray.data.from_items(rows), ThreadCount, pool, AttemptGuard(ledger, "test", 2))
+        assert {r["threads"] for r in ds.take_all()} == {expected}  # None: Ray's default for 0.25 CPU

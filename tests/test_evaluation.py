@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.boxes import iou, match_by_iou
+from core.config import TierConfig
+from core.tiering import by_cutoffs, cutoffs_in_memory
+from core.vocab import ATTRIBUTES
 from jobs import evaluate
-from miner import evaluation as ev
-from miner.boxes import iou, match_by_iou
-from miner.config import TierConfig
-from miner.tiering import by_cutoffs, cutoffs_in_memory
-from miner.vocab import ATTRIBUTES
+from quality import evaluation as ev
 
 # Truth of the tiny benchmark used below:
 #   img1: gA [0,0,10,10], gB [20,0,30,10];  img2: gA [0,0,10,10];  img3: a distractor coat [5,5,15,15];

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jobs.make_benchmark import main
-from jobs.make_demo_data import DEFAULT_VOCAB, load_vocab
-from miner.fashion_benchmark import (
+from core.config import VOCAB_PATH
+from core.vocab import load_vocab
+from datagen.fashion_benchmark import (
     BENCHMARK_GARMENT_SCHEMA,
     BENCHMARK_TRUTH_SCHEMA,
     FMNIST_CATEGORIES,
@@ -25,8 +25,9 @@ from miner.fashion_benchmark import (
     plan_split,
     render_item,
 )
-from miner.fmnist import load_split, read_idx
-from miner.synthetic import LOOKBOOK_SCHEMA
+from datagen.fmnist import load_split, read_idx
+from datagen.synthetic import LOOKBOOK_SCHEMA
+from jobs.make_benchmark import main
 
 # A non-default mix, so the counts below can only come from the spec.
 SPEC = replace(BenchmarkSpec(), empty_fraction=0.25, distractor_fraction=0.4)
@@ -35,7 +36,7 @@ N_SCENES, N_TEST_SCENES, N_GARMENTS, N_TEST_GARMENTS = 24, 16, 12, 10
 
 @pytest.fixture(scope="module")
 def vocab() -> dict[str, list[str]]:
-    return load_vocab(DEFAULT_VOCAB)
+    return load_vocab(VOCAB_PATH)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Pure tests for miner/images.py `decode`: every failure is a reason code, never an exception."""
+"""Pure tests for core/images.py `decode`: every failure is a reason code, never an exception."""
 
 import io
 import resource
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from miner import images
-from miner.config import DecodeConfig
-from miner.images import decode
+from core import images
+from core.config import DecodeConfig
+from core.images import decode
 
 from .bad_files import png_declaring
 

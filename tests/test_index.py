@@ -1,5 +1,5 @@
-"""Tests for miner/index.py (faiss-cpu): shard partition, training sample, index-type picker,
-exact fan-out search, manifest, checksums, GPU placement logic; and miner/build_index.py on Ray."""
+"""Tests for core/index.py (faiss-cpu): shard partition, training sample, index-type picker,
+exact fan-out search, manifest, checksums, GPU placement logic; and pipeline/index_build.py on Ray."""
 
 import dataclasses
 import itertools
@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from miner import index as shard_index
-from miner.index import (
+from core import index as shard_index
+from core.index import (
     FLAT_MAX_ROWS,
     GPU_MAX_K,
     GPU_MAX_NPROBE,
@@ -26,6 +26,7 @@ from miner.index import (
     gpu_limit_error,
     index_spec,
     ivf_lists,
+    merge_topk,
     needs_float16_lut,
     new_index,
     partition,
@@ -40,7 +41,6 @@ from miner.index import (
     to_gpu_if_available,
     train_template,
 )
-from miner.scoring import merge_topk
 
 GIB = 2**30
 
@@ -498,7 +498,7 @@ def test_float16_lookup_tables_only_where_faiss_needs_them() -> None:
     assert not needs_float16_lut(new_index("Flat", 768))
 
 
-# --- miner/build_index.py on Ray ---------------------------------------------------------------
+# --- pipeline/index_build.py on Ray ---------------------------------------------------------------
 
 
 def _crop_files(root, rng: np.random.Generator, sizes: list[int], dim: int) -> np.ndarray:
@@ -525,8 +525,9 @@ def _crop_files(root, rng: np.random.Generator, sizes: list[int], dim: int) -> n
 @pytest.mark.parametrize(("factory", "train_sample"), [("auto", 100_000), ("IVF8,Flat", 300)])
 def test_build_on_ray_matches_exact(local_ray, tmp_path, factory: str, train_sample: int) -> None:
     from actors.scorer import ShardedSearcher
-    from miner.build_index import build
-    from miner.config import IndexConfig, StorageConfig
+    from core.config import IndexConfig
+    from core.storage import StorageConfig
+    from pipeline.index_build import build
 
     rng = np.random.default_rng(9)
     vectors = _crop_files(tmp_path / "crops", rng, [120, 0, 250, 130], 16)
@@ -551,8 +552,9 @@ def test_build_on_ray_matches_exact(local_ray, tmp_path, factory: str, train_sam
 @pytest.mark.ray
 def test_build_refuses_a_corrupted_shard(local_ray, tmp_path) -> None:
     from actors.scorer import ShardedSearcher
-    from miner.build_index import build
-    from miner.config import IndexConfig, StorageConfig
+    from core.config import IndexConfig
+    from core.storage import StorageConfig
+    from pipeline.index_build import build
 
     _crop_files(tmp_path / "crops", np.random.default_rng(10), [40, 30], 8)
     cfg = IndexConfig(shards=2, factory="Flat", use_gpu="off")
@@ -567,8 +569,9 @@ def test_build_refuses_a_corrupted_shard(local_ray, tmp_path) -> None:
 
 @pytest.mark.ray
 def test_build_keeps_an_index_of_the_same_crop_files_and_settings(local_ray, tmp_path) -> None:
-    from miner.build_index import build
-    from miner.config import IndexConfig, StorageConfig
+    from core.config import IndexConfig
+    from core.storage import StorageConfig
+    from pipeline.index_build import build
 
     crops, index, storage = tmp_path / "crops", tmp_path / "index", StorageConfig()
     _crop_files(crops, np.random.default_rng(11), [40, 30], 8)

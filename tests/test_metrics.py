@@ -1,18 +1,22 @@
-"""Job metrics without Ray: what one batch records, and metered steps that keep their names and
-survive pickling (how Ray ships them to workers)."""
+"""Job metrics and the stage adapter without a Ray instance: what one batch records, and actor
+stages that keep their names, survive pickling (how Ray ships them) and time each step apart."""
 
 from __future__ import annotations
+
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from ray import cloudpickle
 
-from actors.decoder import decode_images
 from actors.detector import CropDetector
-from actors.rows import Batch
-from miner import metrics
-from miner.config import DecodeConfig, StorageConfig
-from miner.schemas import REASON
+from core.attempts import AttemptLedger
+from core.batches import Batch
+from core.schemas import REASON
+from core.steps import FORWARD, LEDGER, POSTPROCESS, StepTimer
+from pipeline import metrics, stage
+from pipeline.stage import AttemptGuard, actor_stage
 
 
 class Recorder:
@@ -29,39 +33,57 @@ class Recorder:
 
 @pytest.fixture
 def recorded(monkeypatch) -> dict[str, Recorder]:
-    fakes = {name: Recorder() for name in (*metrics.COUNTERS, metrics.BATCH_SECONDS)}
+    fakes = {name: Recorder() for name in (*metrics.COUNTERS, metrics.STEP_SECONDS)}
     monkeypatch.setattr(metrics, "_metrics", fakes)
     return fakes
 
 
+class LocalLedger:
+    """An AttemptLedger called in this process the way its actor handle is (`ledger.begin.remote(...)`)."""
+
+    def __init__(self):
+        self.ledger = AttemptLedger()
+
+    def __getattr__(self, name: str):
+        return SimpleNamespace(remote=getattr(self.ledger, name))
+
+
+@pytest.fixture
+def guard(monkeypatch) -> AttemptGuard:
+    monkeypatch.setattr(stage.ray, "get", lambda value: value)  # the local ledger answers at once
+    return AttemptGuard(LocalLedger(), "lookbook", max_attempts=2)
+
+
 class Doubler:
-    """A stand-in stage class: built with a constructor argument, returns each row twice."""
+    """A stand-in actor: built with a constructor argument, returns each row twice, and times its steps."""
 
     def __init__(self, reason: str):
         self.reason = reason
+        self.timer = StepTimer()
 
     def __call__(self, batch: Batch) -> Batch:
-        ids = np.repeat(batch["image_id"], 2)
-        return {"image_id": ids, REASON: np.array([self.reason, ""] * len(batch["image_id"]), dtype=object)}
+        with self.timer(FORWARD):
+            time.sleep(0.01)
+            ids = np.repeat(batch["image_id"], 2)
+        with self.timer(POSTPROCESS):
+            return {"image_id": ids, REASON: np.array([self.reason, ""] * len(batch["image_id"]), dtype=object)}
 
 
 def batch(n: int) -> Batch:
     return {"image_id": np.array([f"i{k}" for k in range(n)], dtype=object), REASON: np.full(n, "", dtype=object)}
 
 
-def test_a_step_counts_rows_in_play_and_its_own_work(recorded):
-    out = {"crop_id": np.arange(4), REASON: np.array(["", "decode_error", "", ""], dtype=object)}
-    metrics.record_batch("lookbook", "CropDetector", out, 0.5)
-    assert recorded[metrics.STEP_ROWS].calls == [(3, {"stage": "lookbook", "step": "CropDetector"})]
+def test_a_batch_counts_rows_in_play_under_its_counters(recorded):
+    out = {"image_id": np.array(["a", "a", "b", "c"]), REASON: np.array(["", "decode_error", "", ""], dtype=object)}
+    metrics.record_batch("lookbook", "CropDetector", out, (metrics.CROPS_DETECTED,))
+    assert recorded[metrics.OPERATOR_ROWS].calls == [(3, {"stage": "lookbook", "operator": "CropDetector"})]
     assert recorded[metrics.CROPS_DETECTED].calls == [(3, {"stage": "lookbook"})]
-    assert recorded[metrics.BATCH_SECONDS].calls == [(0.5, {"stage": "lookbook", "step": "CropDetector"})]
 
 
-def test_the_decoder_counts_quarantined_images_as_read(recorded):
-    out = {"image_id": np.arange(3), REASON: np.array(["", "not_found", "too_small"], dtype=object)}
-    metrics.record_batch("garments", "decode_images", out, 0.1)
+def test_images_read_counts_distinct_images_quarantined_ones_included(recorded):
+    out = {"image_id": np.array(["a", "a", "b", "c"]), REASON: np.array(["", "", "not_found", "too_small"])}
+    metrics.record_batch("garments", "FusedLookbookModels", out, (metrics.IMAGES_READ,))
     assert recorded[metrics.IMAGES_READ].calls == [(3, {"stage": "garments"})]
-    assert recorded[metrics.STEP_ROWS].calls == [(1, {"stage": "garments", "step": "decode_images"})]
 
 
 def test_count_each_tags_every_value_and_skips_zero(recorded):
@@ -74,36 +96,40 @@ def test_count_each_tags_every_value_and_skips_zero(recorded):
     assert recorded[metrics.ROWS_WRITTEN].calls == []
 
 
-def test_metered_class_keeps_its_name_result_and_records_each_batch(recorded):
-    metered = metrics.metered(Doubler, "lookbook")
-    assert metered.__name__ == "Doubler" and issubclass(metered, Doubler)
-    stage = cloudpickle.loads(cloudpickle.dumps(metered))(reason="too_small")  # as an actor builds it
-    out = stage(batch(3))
+def test_actor_stage_keeps_the_name_and_pickles():
+    restored = cloudpickle.loads(cloudpickle.dumps(actor_stage(CropDetector)))
+    assert restored.__name__ == "CropDetector" and restored.actor_class is CropDetector
+
+
+def test_actor_stage_records_each_step_apart_the_ledger_included(recorded, guard):
+    built = cloudpickle.loads(cloudpickle.dumps(actor_stage(Doubler)))(guard, (metrics.CROPS_DETECTED,), reason="x")
+    out = built(batch(3))
     assert out["image_id"].tolist() == ["i0", "i0", "i1", "i1", "i2", "i2"]
-    assert recorded[metrics.STEP_ROWS].calls == [(3, {"stage": "lookbook", "step": "Doubler"})]
-    assert len(recorded[metrics.BATCH_SECONDS].calls) == 1
+    assert recorded[metrics.OPERATOR_ROWS].calls == [(3, {"stage": "lookbook", "operator": "Doubler"})]
+    assert recorded[metrics.CROPS_DETECTED].calls == [(3, {"stage": "lookbook"})]
+    seconds = {tags["step"]: value for value, tags in recorded[metrics.STEP_SECONDS].calls}
+    assert set(seconds) == {FORWARD, POSTPROCESS, LEDGER} and seconds[FORWARD] >= 0.01
+    assert guard.ledger.ledger.unfinished == {}  # every row's attempt finished
 
 
-def test_metered_function_passes_keyword_arguments(recorded, tmp_path):
-    metered = cloudpickle.loads(cloudpickle.dumps(metrics.metered(decode_images, "lookbook")))
-    assert metered.__name__ == "decode_images"
-    out = metered(
-        {"image_id": np.array(["a"], dtype=object), "uri": np.array([str(tmp_path / "missing.jpg")], dtype=object)},
-        cfg=DecodeConfig(),
-        storage=StorageConfig(),
-    )
-    assert out[REASON].tolist() == ["not_found"]
-    assert recorded[metrics.IMAGES_READ].calls == [(1, {"stage": "lookbook"})]
+def test_an_actor_without_a_timer_is_timed_as_forward(recorded, guard):
+    class Plain:
+        def __call__(self, batch: Batch) -> Batch:
+            return batch
+
+    actor_stage(Plain)(guard, ())(batch(2))
+    assert {tags["step"] for _, tags in recorded[metrics.STEP_SECONDS].calls} == {FORWARD, LEDGER}
 
 
-def test_real_stage_classes_pickle_as_their_metered_version():
-    metered = metrics.metered(CropDetector, "lookbook")
-    restored = cloudpickle.loads(cloudpickle.dumps(metered))
-    assert restored.__name__ == "CropDetector" and restored is not CropDetector
-    assert issubclass(restored, CropDetector) and restored.__call__ is not CropDetector.__call__
+def test_step_timer_knows_only_the_job_steps():
+    timer = StepTimer()
+    with timer(FORWARD):
+        pass
+    with pytest.raises(ValueError, match="unknown step"), timer("inference"):
+        pass
+    assert set(timer.take()) == {FORWARD} and timer.take() == {}
 
 
 def test_every_named_metric_has_the_prefix_and_a_valid_name():
-    names = [metrics.PREFIX + name for name in (*metrics.COUNTERS, metrics.BATCH_SECONDS)]
+    names = [metrics.PREFIX + name for name in (*metrics.COUNTERS, metrics.STEP_SECONDS)]
     assert all(n.replace("_", "").isalnum() and n.islower() for n in names)
-    assert {c for counters in metrics.STEP_COUNTERS.values() for c in counters} <= set(metrics.COUNTERS)

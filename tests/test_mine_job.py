@@ -11,16 +11,17 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-import ray
 from PIL import Image
 
+from core import schemas
+from core.config import load_config
+from core.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
+from core.index import IndexManifest, sha256
+from core.tiering import TIERS, UNMATCHED
 from jobs import mine
-from miner import evaluation, schemas
-from miner.config import load_config
-from miner.dataflow import ManifestError, start_attempt_ledger
-from miner.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
-from miner.index import IndexManifest, sha256
-from miner.tiering import TIERS, UNMATCHED
+from pipeline.manifests import ManifestError
+from pipeline.stage import attempt_ledger
+from quality import evaluation
 
 from .bad_files import png_declaring
 from .conftest import REPO
@@ -87,8 +88,8 @@ def ids(table: pa.Table, column: str) -> list[str]:
 
 def test_every_lookbook_image_is_in_crops_or_quarantine(run, inputs):
     manifest = set(ids(pq.read_table(inputs["lookbook"]), "image_id"))
-    cropped = set(ids(read(run, mine.CROPS), "image_id"))
-    quarantined = ids(read(run, f"{mine.QUARANTINE}/lookbook"), "id")
+    cropped = set(ids(read(run, schemas.CROPS_DIR), "image_id"))
+    quarantined = ids(read(run, f"{schemas.QUARANTINE_DIR}/lookbook"), "id")
     assert "l_file_uri" in cropped
     assert len(quarantined) == len(set(quarantined))
     assert cropped.isdisjoint(quarantined)
@@ -97,14 +98,14 @@ def test_every_lookbook_image_is_in_crops_or_quarantine(run, inputs):
 
 def test_every_garment_is_paired_once_or_quarantined(run, inputs):
     manifest = ids(pacsv.read_csv(inputs["garments"]), "garment_id")
-    paired = ids(read(run, mine.PAIRS), "garment_id")
-    quarantined = ids(read(run, f"{mine.QUARANTINE}/garments"), "id")
+    paired = ids(read(run, schemas.PAIRS_DIR), "garment_id")
+    quarantined = ids(read(run, f"{schemas.QUARANTINE_DIR}/garments"), "id")
     assert len(paired) == len(set(paired))
     assert sorted(paired + quarantined) == sorted(manifest)
 
 
 def test_bad_files_are_quarantined_with_reasons(run, sample):
-    lookbook = read(run, f"{mine.QUARANTINE}/lookbook").to_pylist()
+    lookbook = read(run, f"{schemas.QUARANTINE_DIR}/lookbook").to_pylist()
     reasons = {row["id"]: row["reason"] for row in lookbook}
     expected = {
         **dict.fromkeys(sample.bad_ids, DECODE_ERROR),  # a zero-byte file and a truncated JPEG
@@ -119,7 +120,7 @@ def test_bad_files_are_quarantined_with_reasons(run, sample):
     for row in lookbook:
         if row["reason"] == FORBIDDEN_URI:  # the error names the row and its uri
             assert f"row {row['id']!r}: " in row["error"] and row["uri"] in row["error"]
-    garments = read(run, f"{mine.QUARANTINE}/garments").to_pylist()
+    garments = read(run, f"{schemas.QUARANTINE_DIR}/garments").to_pylist()
     assert sorted((g["id"], g["reason"]) for g in garments) == [("g_corrupt", DECODE_ERROR), ("g_gs", FORBIDDEN_URI)]
     assert run["summary"]["quarantine"]["lookbook"] == {
         DECODE_ERROR: 3,
@@ -131,11 +132,11 @@ def test_bad_files_are_quarantined_with_reasons(run, sample):
 
 
 def test_output_schemas(run):
-    crops = read(run, mine.CROPS)
+    crops = read(run, schemas.CROPS_DIR)
     dim = crops.schema.field("embedding").type.list_size
     assert crops.schema == schemas.crops(dim, "float16")  # conf/mine.yaml: embedder.store_dtype
-    assert read(run, mine.PAIRS).schema == schemas.PAIRS
-    assert read(run, f"{mine.QUARANTINE}/lookbook").schema == schemas.QUARANTINE
+    assert read(run, schemas.PAIRS_DIR).schema == schemas.PAIRS
+    assert read(run, f"{schemas.QUARANTINE_DIR}/lookbook").schema == schemas.QUARANTINE
     vectors = np.stack(crops["embedding"].to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(np.linalg.norm(vectors.astype(np.float32), axis=1), 1.0, rtol=2e-3)
 
@@ -143,14 +144,14 @@ def test_output_schemas(run):
 def test_readme_documents_every_output_column(run):
     readme = (REPO / "README.md").read_text()
     documented = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
-    crops = read(run, mine.CROPS).schema
+    crops = read(run, schemas.CROPS_DIR).schema
     for schema in (crops, schemas.PAIRS, schemas.QUARANTINE):
         assert set(schema.names) <= documented, set(schema.names) - documented
 
 
 def test_pairs_point_at_indexed_crops_and_count_tiers_are_exact(run):
-    pairs = read(run, mine.PAIRS).to_pandas()
-    crops = read(run, mine.CROPS).to_pandas().set_index("crop_id")
+    pairs = read(run, schemas.PAIRS_DIR).to_pandas()
+    crops = read(run, schemas.CROPS_DIR).to_pandas().set_index("crop_id")
     matched = pairs[pairs["crop_id"].notna()]
     assert len(matched) == len(pairs)  # every garment had candidates in this run
     assert (crops.loc[matched["crop_id"], "image_id"].to_numpy() == matched["image_id"].to_numpy()).all()
@@ -163,9 +164,9 @@ def test_pairs_point_at_indexed_crops_and_count_tiers_are_exact(run):
 
 
 def test_index_manifest_matches_shard_files(run):
-    index_dir = run["output"] / mine.INDEX
+    index_dir = run["output"] / schemas.INDEX_DIR
     manifest = IndexManifest.from_json((index_dir / "manifest.json").read_text())
-    crops = read(run, mine.CROPS).num_rows
+    crops = read(run, schemas.CROPS_DIR).num_rows
     assert len(manifest.shards) == 2  # conf/demo.yaml: index.shards=2
     assert sum(s.rows for s in manifest.shards) == crops
     assert [s.id_start for s in manifest.shards] == [0, manifest.shards[0].id_end]
@@ -180,7 +181,7 @@ def test_summary_names_models_and_counts(run, inputs):
     assert summary["models"]["detector"]["spec"] == "pkg://fall_detection/models/best.pt"
     assert summary["models"]["embedder"]["note"]
     counts = summary["counts"]
-    assert counts["crops"] == counts["index_rows"] == read(run, mine.CROPS).num_rows
+    assert counts["crops"] == counts["index_rows"] == read(run, schemas.CROPS_DIR).num_rows
     assert counts["lookbook_images"] == pq.read_table(inputs["lookbook"]).num_rows
     assert counts["garments"] == counts["garments_scored"] + 2  # g_corrupt and g_gs are quarantined
     assert set(summary["seconds"]) == {"validate", "lookbook", "index", "scoring", "tiering"}
@@ -198,12 +199,12 @@ def test_duplicate_ids_fail_before_any_compute(inputs, model_overrides, local_ra
     ]
     with pytest.raises(ManifestError, match=f"duplicate ids: '{lookbook['image_id'][0]}' \\(x2\\)"):
         mine.main(args)
-    assert not (output / mine.CROPS).exists()
+    assert not (output / schemas.CROPS_DIR).exists()
 
 
 def test_candidates_are_stored_and_rescoring_them_reproduces_the_pairs(run):
-    pairs = read(run, mine.PAIRS)
-    crops = read(run, mine.CROPS).num_rows
+    pairs = read(run, schemas.PAIRS_DIR)
+    crops = read(run, schemas.CROPS_DIR).num_rows
     cfg = load_config([str(run["output"] / "config.yaml")])
     for column in ("candidate_crop_ids", "candidate_image_ids", "candidate_s_vlm", "candidate_s_siglip"):
         assert [len(c) for c in pairs[column].to_pylist()] == [min(cfg.scoring.top_k, crops)] * len(pairs)
@@ -215,13 +216,15 @@ def test_candidates_are_stored_and_rescoring_them_reproduces_the_pairs(run):
 
 
 def test_disabled_detector_makes_one_whole_image_crop_per_image(sample, model_overrides, local_ray, tmp_path):
-    inputs = [f"lookbook={sample.lookbook_path}", f"garments={sample.garments_path}"]
-    summary = mine.main([*model_overrides, *inputs, f"output={tmp_path}", "detector.enabled=false"])
-    crops = pq.read_table(tmp_path / mine.CROPS, partitioning=None)
+    """The lookbook stage alone (the detector's only user)."""
+    inputs = [f"lookbook={sample.lookbook_path}", "garments=x", f"output={tmp_path}"]
+    cfg = load_config([*model_overrides, *inputs, "detector.enabled=false"])
+    with attempt_ledger() as ledger:
+        mine.mine_lookbook(cfg, ledger)
+    crops = pq.read_table(tmp_path / schemas.CROPS_DIR, partitioning=None)
     assert crops.num_rows == sample.n_images - len(sample.bad_ids) == len(set(ids(crops, "image_id")))
     assert set(ids(crops, "det_class")) == {-1} and all(c.endswith(":0") for c in ids(crops, "crop_id"))
     assert all(box[:2] == [0.0, 0.0] for box in crops["box"].to_pylist())
-    assert "detector" not in summary["models"]
 
 
 def test_fused_lookbook_actor_with_fused_decode_makes_the_same_crops(run, inputs, model_overrides, local_ray, tmp_path):
@@ -229,10 +232,9 @@ def test_fused_lookbook_actor_with_fused_decode_makes_the_same_crops(run, inputs
     embeds and describes) gives the crops and quarantine rows of the separate stages."""
     args = [f"lookbook={inputs['lookbook']}", "garments=x", f"output={tmp_path}", "fusion.lookbook=true"]
     cfg = load_config([*model_overrides, *args, "fusion.decode=true"])
-    ledger = start_attempt_ledger()
-    mine.mine_lookbook(cfg, ledger)
-    ray.kill(ledger)
-    crops, expected = pq.read_table(tmp_path / mine.CROPS, partitioning=None), read(run, mine.CROPS)
+    with attempt_ledger() as ledger:
+        mine.mine_lookbook(cfg, ledger)
+    crops, expected = pq.read_table(tmp_path / schemas.CROPS_DIR, partitioning=None), read(run, schemas.CROPS_DIR)
     order = lambda table: table.sort_by("crop_id")  # noqa: E731
     for column in ("crop_id", "image_id", "box", "det_class", "caption"):
         assert order(crops)[column].to_pylist() == order(expected)[column].to_pylist(), column
@@ -242,5 +244,5 @@ def test_fused_lookbook_actor_with_fused_decode_makes_the_same_crops(run, inputs
         atol=2e-3,  # float16 storage
     )
     quarantine = lambda table: sorted(zip(table["id"].to_pylist(), table["reason"].to_pylist()))  # noqa: E731
-    got = pq.read_table(tmp_path / mine.QUARANTINE / "lookbook", partitioning=None)
-    assert quarantine(got) == quarantine(read(run, f"{mine.QUARANTINE}/lookbook"))
+    got = pq.read_table(tmp_path / schemas.QUARANTINE_DIR / "lookbook", partitioning=None)
+    assert quarantine(got) == quarantine(read(run, f"{schemas.QUARANTINE_DIR}/lookbook"))

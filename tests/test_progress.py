@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from miner.progress import ProgressLog, StageProgress, log_interval, progress_line
+from pipeline.progress import ProgressLog, StageProgress, log_interval, progress_line
 
 
 def test_progress_line_counts_shards_rows_and_rate():

@@ -13,8 +13,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from core import schemas
+from core.config import load_config
 from jobs import mine
-from miner import commits
+from pipeline import commits
 
 from .conftest import REPO
 
@@ -23,7 +25,7 @@ SHARDS = 4
 
 
 def pairs(output) -> list[dict]:
-    table = pq.read_table(output / mine.PAIRS, partitioning=None)
+    table = pq.read_table(output / schemas.PAIRS_DIR, partitioning=None)
     return sorted(table.to_pylist(), key=lambda row: row["garment_id"])
 
 
@@ -48,15 +50,16 @@ def args(sample, model_overrides):
 
 @pytest.fixture(scope="module")
 def clean_run(args, local_ray, tmp_path_factory):
+    """The reference run: its output folder, summary and pairs. The tests below run on its folder in
+    order and leave it with the same pairs."""
     output = tmp_path_factory.mktemp("clean") / "out"
     summary = mine.main([*args, f"output={output}"])
     assert summary["work_shards"] == {"total": SHARDS, "lookbook_processed": SHARDS, "garments_processed": SHARDS}
-    return output, summary
+    return output, summary, pairs(output)
 
 
 def test_rerun_skips_everything_and_changes_nothing(clean_run, args):
-    output, first = clean_run
-    before = pairs(output)
+    output, first, before = clean_run
     again = mine.main([*args, f"output={output}"])
     assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": 0, "garments_processed": 0}
     assert again["counts"] == first["counts"] and again["tiers"] == first["tiers"]
@@ -64,12 +67,11 @@ def test_rerun_skips_everything_and_changes_nothing(clean_run, args):
 
 
 def test_lost_shards_are_redone_and_stale_files_dropped(clean_run, args):
-    output, first = clean_run
-    before = pairs(output)
-    storage = mine.load_config([*args, f"output={output}"]).storage
+    output, first, before = clean_run
+    storage = load_config([*args, f"output={output}"]).storage
     (output / commits.marker("", "lookbook", 2).lstrip("/")).unlink()  # as if preempted before commit
     (output / commits.marker("", "garments", 1).lstrip("/")).unlink()
-    stale = output / mine.CROPS / "shard=00002" / "part-999999.parquet"
+    stale = output / schemas.CROPS_DIR / "shard=00002" / "part-999999.parquet"
     stale.write_bytes(b"half-written")
     again = mine.main([*args, f"output={output}"])
     assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": 1, "garments_processed": 1}
@@ -79,17 +81,17 @@ def test_lost_shards_are_redone_and_stale_files_dropped(clean_run, args):
     assert set(commits.committed(str(output), "lookbook", SHARDS, storage)) == set(range(SHARDS))
 
 
-def test_changed_config_is_refused_unless_forced(clean_run, args, tmp_path):
-    output, _ = clean_run
+def test_changed_config_is_refused(clean_run, args):
+    """The job refuses before any work (what `force` does instead: tests/test_commits.py)."""
+    output, _, reference = clean_run
     with pytest.raises(commits.ConfigChangedError, match="config hash"):
         mine.main([*args, f"output={output}", "scoring.top_k=3"])
-    forced = mine.main([*args, f"output={output}", "scoring.top_k=3", "force=true"])
-    assert forced["work_shards"]["lookbook_processed"] == SHARDS
+    assert pairs(output) == reference
 
 
-def test_killed_driver_resumes_without_recomputing(args, local_ray, tmp_path):
+def test_killed_driver_resumes_without_recomputing(args, clean_run, tmp_path):
     """A real driver process (with its own local Ray) is killed after its first commit; the rerun
-    processes only the shards that were not committed."""
+    processes only the shards that were not committed and makes the reference run's pairs."""
     output = tmp_path / "out"
     command = [sys.executable, "-m", "jobs.mine", *args, f"output={output}"]
     driver = subprocess.Popen(
@@ -109,6 +111,4 @@ def test_killed_driver_resumes_without_recomputing(args, local_ray, tmp_path):
     assert 1 <= committed_before < SHARDS, first_marker
     resumed = mine.main([*args, f"output={output}"])
     assert resumed["work_shards"]["lookbook_processed"] == SHARDS - committed_before
-    clean = tmp_path / "clean"
-    mine.main([*args, f"output={clean}", "work.shards_per_execution=4"])
-    assert_same_pairs(pairs(output), pairs(clean))
+    assert_same_pairs(pairs(output), clean_run[2])

@@ -1,11 +1,12 @@
-"""Pure tests for miner/scoring.py: exact top-k merge across shards and best-match scoring."""
+"""Pure tests for core/scoring.py: exact top-k merge across shards and best-match scoring."""
 
 import math
 
 import numpy as np
 import pytest
 
-from miner.scoring import NO_CANDIDATE, best_match, merge_topk
+from core.index import merge_topk
+from core.scoring import NO_CANDIDATE, best_match
 
 
 def _brute_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:

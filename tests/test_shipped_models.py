@@ -16,11 +16,11 @@ from transformers import AutoImageProcessor
 
 from actors.decoder import decode_images
 from actors.detector import CropDetector
-from jobs import train_siglip
-from miner.config import CONF_DIR, load_config
-from miner.detector_training import box_recall
-from miner.fashion_benchmark import make_benchmark
-from miner.training_data import load_split, read_rows
+from core.config import CONF_DIR, load_config
+from datagen.fashion_benchmark import make_benchmark
+from training import siglip_loop
+from training.data import load_split, read_rows
+from training.detector import box_recall
 
 from .conftest import REPO
 
@@ -69,10 +69,10 @@ def test_trained_siglip_tags_and_matches_held_out_garments(cfg, held_out, vocab)
     templates = dict(cfg.captioner.prompts)
     data = load_split(
         held_out,
-        train_siglip.resizer(AutoImageProcessor.from_pretrained(cfg.embedder.model.spec)),
+        siglip_loop.resizer(AutoImageProcessor.from_pretrained(cfg.embedder.model.spec)),
         cfg.detector.box_padding,
     )
-    metrics = train_siglip.evaluate(cfg.embedder.model.spec, data, vocab, templates, "cpu")
+    metrics = siglip_loop.evaluate(cfg.embedder.model.spec, data, vocab, templates, "cpu")
     assert metrics["counts"]["garments"] == N_TEST_GARMENTS
     assert metrics["accuracy_shots"]["colour"] >= 0.6, metrics  # chance 1/13
     assert metrics["accuracy_shots"]["pattern"] >= 0.4, metrics  # chance 1/6

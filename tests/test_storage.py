@@ -1,11 +1,11 @@
-"""Pure tests for the uri allow-list in miner/storage.py."""
+"""Pure tests for the uri allow-list in core/storage.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from miner.config import StorageConfig, load_config
-from miner.storage import forbidden, read_bytes, redact
+from core.config import load_config
+from core.storage import StorageConfig, forbidden, read_bytes, redact
 
 ANY_BUCKET = StorageConfig()
 ONE_PREFIX = StorageConfig(allowed_s3_prefixes=["s3://my-bucket/lookbook"])

@@ -5,10 +5,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image, ImageFile
 
-from jobs.make_demo_data import load_vocab, main
-from miner.config import DecodeConfig
-from miner.images import DECODE_ERROR, decode
-from miner.synthetic import (
+from core.config import DecodeConfig
+from core.images import DECODE_ERROR, decode
+from core.vocab import load_vocab
+from datagen.synthetic import (
     ATTRIBUTES,
     CATEGORY_STYLES,
     GARMENT_SCHEMA,
@@ -17,6 +17,7 @@ from miner.synthetic import (
     SampleInfo,
     make_sample,
 )
+from jobs.make_demo_data import main
 
 VOCAB_PATH = Path(__file__).resolve().parents[1] / "conf" / "vocab.yaml"
 N_GARMENTS, N_SCENES = 6, 12

@@ -1,9 +1,9 @@
-"""Pure tests for miner/tiering.py: threshold tiers and exact count-mode tiers from histogram cutoffs."""
+"""Pure tests for core/tiering.py: threshold tiers and exact count-mode tiers from histogram cutoffs."""
 
 import numpy as np
 import pytest
 
-from miner.tiering import (
+from core.tiering import (
     TIERS,
     UNMATCHED,
     boundary_bins,
@@ -84,7 +84,7 @@ def test_by_cutoffs_by_hand() -> None:
     assert by_cutoffs(scores, ids, [None, None, None]).tolist() == ["high"] * 5 + [UNMATCHED]
 
 
-# Count mode end to end, as miner.tier_stage.count_cutoffs runs it (histogram pass, then only the
+# Count mode end to end, as pipeline.tier_passes.count_cutoffs runs it (histogram pass, then only the
 # boundary bins), checked against a brute-force ranking of all garments.
 
 

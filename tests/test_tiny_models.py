@@ -19,8 +19,9 @@ from transformers import (
     SiglipModel,
 )
 
-from jobs.make_tiny_models import BLIP_DIR, SIGLIP_DIR, main, vocabulary_words
-from miner.tiny_models import SIGLIP_TEXT_LENGTH, build_tiny_blip, build_tiny_siglip
+from core.vocab import vocabulary_words
+from jobs.make_tiny_models import main
+from training.tiny_models import BLIP_DIR, SIGLIP_DIR, SIGLIP_TEXT_LENGTH, build_tiny_blip, build_tiny_siglip
 
 VOCAB_YAML = Path(__file__).resolve().parents[1] / "conf" / "vocab.yaml"
 VOCAB = OmegaConf.to_container(OmegaConf.load(VOCAB_YAML))

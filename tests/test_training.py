@@ -16,11 +16,13 @@ from omegaconf import OmegaConf
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
+from core.config import CONF_DIR
+from core.vocab import ATTRIBUTES, vocabulary_words
 from jobs import train_siglip
-from jobs.make_tiny_models import vocabulary_words
-from miner.config import CONF_DIR
-from miner.detector_training import box_recall, write_split, yolo_label_lines
-from miner.siglip_training import (
+from training import siglip_loop
+from training.data import SplitImages, load_split
+from training.detector import box_recall, write_split, yolo_label_lines
+from training.siglip import (
     attribute_accuracy,
     decided,
     learning_rate_factor,
@@ -31,9 +33,7 @@ from miner.siglip_training import (
     text_options,
     vocabulary_prompts,
 )
-from miner.tiny_models import build_tiny_siglip
-from miner.training_data import SplitImages, load_split
-from miner.vocab import ATTRIBUTES
+from training.tiny_models import build_tiny_siglip
 
 CAPTIONER = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "mine.yaml").captioner)
 RED_DRESS = {"category": "dress", "colour": "red", "pattern": "striped", "sleeve": "", "length": "", "occasion": ""}
@@ -188,22 +188,22 @@ def test_short_training_lowers_the_loss(tmp_path: Path, vocab) -> None:
     claims = [
         frozenset({("colour", a["colour"]), ("pattern", "solid"), ("category", "dress")}) for a in data.attributes
     ]
-    cfg = train_siglip.TrainSiglipConfig(
+    cfg = siglip_loop.TrainSiglipConfig(
         train="-", out=str(tmp_path / "out"), batch_size=8, epochs=40, lr=3e-3, warmup_steps=1, log_every=10
     )
-    image_logit = train_siglip.ImageLogit(cfg.image_loss_weight)
+    image_logit = siglip_loop.ImageLogit(cfg.image_loss_weight)
 
     def fixed_batch_loss() -> float:
         tokens = tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt")
-        pixels = train_siglip.normaliser(processor, "cpu")(data.pixels)
+        pixels = siglip_loop.normaliser(processor, "cpu")(data.pixels)
         truth = positives(claims, data.attributes)
         same = same_id_positives(data.garment_ids)
         with torch.no_grad():
-            return train_siglip.batch_loss(model, tokens["input_ids"], pixels, truth, same, image_logit).item()
+            return siglip_loop.batch_loss(model, tokens["input_ids"], pixels, truth, same, image_logit).item()
 
     before = fixed_batch_loss()
     model.eval()
-    run = train_siglip.train(cfg, model, tokenizer, processor, data, lambda i: (texts[i], claims[i]), Path(cfg.out))
+    run = siglip_loop.train(cfg, model, tokenizer, processor, data, lambda i: (texts[i], claims[i]), Path(cfg.out))
     model.eval()
     after = fixed_batch_loss()
     assert run["steps"] == 40  # 4 anchors (the crops) in batches of 4 anchors + 4 partners: 1 step per epoch

@@ -1,11 +1,11 @@
-"""Pure tests for miner/vocab.py: prompts, captions, and parsing captions back into attributes."""
+"""Pure tests for core/vocab.py: prompts, captions, and parsing captions back into attributes."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
-from miner.vocab import ATTRIBUTES, UNKNOWN, attributes_from_text, caption, prompts
+from core.vocab import ATTRIBUTES, UNKNOWN, attributes_from_text, caption, prompts
 
 VOCAB_PATH = Path(__file__).resolve().parents[1] / "conf" / "vocab.yaml"
 TEMPLATE = "a {colour} {pattern} {category}, {sleeve} sleeves, {length}, for {occasion}"

