@@ -63,7 +63,7 @@ class IndexManifest:
     template was trained on (0 for types that need no training); `params` how the type was
     chosen (`picked_by`, `nlist`, `pq_m`, `memory_budget_bytes`, `estimated_bytes`, `faiss`);
     `source` the fingerprint of the crop files and settings it was built from
-    (`build_index.source_fingerprint`; "" when unknown).
+    (`pipeline.index_build.source_fingerprint`; "" when unknown).
     """
 
     index_type: str

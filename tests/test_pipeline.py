@@ -1,4 +1,4 @@
-"""Ray Data plumbing on a local Ray instance: manifests in any format, exact count-mode tiering,
+"""The Ray plumbing (pipeline/) on a local Ray instance: manifests in any format, exact count-mode tiering,
 bounded attempts at rows that kill their worker, decode tasks of bounded size."""
 
 from __future__ import annotations
