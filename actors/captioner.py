@@ -18,7 +18,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from actors.embedder import SiglipModelWrapper
 from core.batches import Batch, good_rows, objects, scatter
 from core.config import CaptionerConfig, EmbedderConfig
-from core.models import load_pretrained, resolve, torch_device
+from core.models import load_pretrained, load_weights, resolve, torch_device
 from core.steps import FORWARD, POSTPROCESS, PREPROCESS, StepTimer
 from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES, UNKNOWN, attributes_from_text, caption, prompts
@@ -46,7 +46,7 @@ class GenerativeCaptioner:
         self.device = torch_device(cfg.device)
         dtype = getattr(torch, cfg.gpu_dtype) if self.device.startswith("cuda") else torch.float32
         self.processor = load_pretrained("captioner", AutoProcessor, spec)
-        self.model = load_pretrained("captioner", AutoModelForImageTextToText, spec, dtype=dtype)
+        self.model = load_weights("captioner", AutoModelForImageTextToText, spec, dtype=dtype)
         self.model = self.model.to(self.device).eval()
         self.dtype = dtype
         self.prompt = cfg.generate_prompt

@@ -10,7 +10,7 @@ from core.batches import Batch, objects, quarantine_columns
 from core.config import DecodeConfig
 from core.images import FORBIDDEN_URI, NOT_FOUND, TOO_LARGE, UNREADABLE, Decoded, decode, failed
 from core.schemas import ERROR, REASON
-from core.storage import StorageConfig, forbidden, read_bytes
+from core.storage import StorageConfig, TooLargeError, forbidden, read_bytes
 
 
 def read_and_decode(row_id: str, uri: str, cfg: DecodeConfig, storage: StorageConfig) -> Decoded:
@@ -20,9 +20,9 @@ def read_and_decode(row_id: str, uri: str, cfg: DecodeConfig, storage: StorageCo
         data = read_bytes(uri, storage, cfg.max_bytes)
     except FileNotFoundError:
         return failed(NOT_FOUND, f"no file at {uri}")
-    except ValueError as exc:
+    except TooLargeError as exc:
         return failed(TOO_LARGE, str(exc))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         return failed(UNREADABLE, f"{type(exc).__name__}: {exc}")
     return decode(data, cfg)
 

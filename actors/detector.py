@@ -25,7 +25,7 @@ class YoloDetector:
     """ultralytics YOLO: RGB images in, per image (boxes (n, 4) float32 xyxy pixels, scores (n,), classes (n,))."""
 
     def __init__(self, cfg: DetectorConfig, storage: StorageConfig):
-        path = resolve("detector", cfg.model, storage)
+        path = resolve("detector", cfg.model, storage, hub=False)
         try:
             self.model = YOLO(path, task="detect")
         except (FileNotFoundError, OSError) as exc:

@@ -8,7 +8,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
 from core.batches import Batch, good_rows, scatter
 from core.config import EmbedderConfig
-from core.models import load_pretrained, resolve, torch_device
+from core.models import load_pretrained, load_weights, resolve, torch_device
 from core.steps import FORWARD, POSTPROCESS, PREPROCESS, StepTimer
 from core.storage import StorageConfig
 
@@ -22,7 +22,7 @@ class SiglipModelWrapper:
         spec = resolve("embedder", cfg.model, storage)
         self.device = torch_device(cfg.device)
         dtype = getattr(torch, cfg.gpu_dtype) if self.device.startswith("cuda") else torch.float32
-        self.model = load_pretrained("embedder", AutoModel, spec, dtype=dtype).to(self.device).eval()
+        self.model = load_weights("embedder", AutoModel, spec, dtype=dtype).to(self.device).eval()
         self.processor = load_pretrained("embedder", AutoImageProcessor, spec)
         self.tokenizer = load_pretrained("embedder", AutoTokenizer, spec)
         self.dtype = dtype

@@ -17,10 +17,11 @@ from core.storage import StorageConfig, filesystem, join
 
 
 class ShardedSearcher:
-    """All shards of an index folder, loaded once: exact top-k across shards, and the payload
-    (crop ids, boxes, image and caption embeddings) of any global id."""
+    """All shards of an index folder, loaded once: exact top-k across shards (`k` at most, which
+    with the nprobe decides whether a shard may move to a GPU), and the payload (crop ids, boxes,
+    image and caption embeddings) of any global id."""
 
-    def __init__(self, index_dir: str, cfg: IndexConfig, storage: StorageConfig):
+    def __init__(self, index_dir: str, cfg: IndexConfig, storage: StorageConfig, k: int):
         fs, path = filesystem(join(index_dir, shard_index.MANIFEST), storage)
         with fs.open_input_stream(path) as f:
             self.manifest = shard_index.IndexManifest.from_json(f.read().decode())
@@ -31,7 +32,8 @@ class ShardedSearcher:
             with fs.open_input_stream(path) as f:
                 data = f.read()
             index = shard_index.deserialize(data, entry.sha256, entry.index_file)
-            self.shards.append(shard_index.to_gpu_if_available(index, cfg.use_gpu))
+            nprobe = cfg.nprobe or self.manifest.nprobe
+            self.shards.append(shard_index.to_gpu_if_available(index, cfg.use_gpu, k, nprobe))
             fs, path = filesystem(join(index_dir, entry.payload_file), storage)
             payloads.append(pq.read_table(path, filesystem=fs))
         payload = pa.concat_tables(payloads) if payloads else None
@@ -72,7 +74,7 @@ class GarmentScorer:
     not searched: they come out without a candidate."""
 
     def __init__(self, index_dir: str, cfg: ScoringConfig, index_cfg: IndexConfig, storage: StorageConfig):
-        self.searcher = ShardedSearcher(index_dir, index_cfg, storage)
+        self.searcher = ShardedSearcher(index_dir, index_cfg, storage, cfg.top_k)
         self.cfg = cfg
         self.timer = StepTimer()
 
@@ -89,11 +91,13 @@ class GarmentScorer:
         """The output rows for garments whose candidates are the global crop ids `ids` (b, top_k)."""
         valid = ids >= 0
         rows = self.searcher.rows(np.where(valid, ids, -1))
+        candidates = self.searcher.image[rows], self.searcher.caption[rows]
+        if not self.searcher.shards:  # an empty index (the lookbook gave no crop): no candidate of any width
+            candidates = tuple(np.zeros((*rows.shape, batch["embedding"].shape[1]), np.float32) for _ in candidates)
         match = best_match(
             batch["embedding"],
             batch["caption_embedding"],
-            self.searcher.image[rows],
-            self.searcher.caption[rows],
+            *candidates,
             valid,
             self.cfg.lambda_vlm,
             self.cfg.lambda_siglip,

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from omegaconf import MISSING, OmegaConf
 
-from core.storage import SCHEMES, StorageConfig, has_user_info
+from core.storage import SCHEMES, StorageConfig, has_user_info, local_path
 from core.vocab import load_vocab
 
 T = TypeVar("T")
@@ -222,6 +222,8 @@ def load_config(args: list[str] | tuple[str, ...] = ()) -> MineConfig:
     defaults = [OmegaConf.load(CONF_DIR / name) for name in DEFAULT_FILES]
     cfg = merged_config(MineConfig, args, *defaults, {"vocab": load_vocab(VOCAB_PATH)})
     validate(cfg)
+    roots = cfg.storage.allowed_local_roots  # resolved here: workers may run in another folder
+    cfg.storage.allowed_local_roots = [str(local_path(root)) for root in roots]
     return cfg
 
 

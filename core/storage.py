@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,14 +20,15 @@ SCHEMES = ("file", "s3")  # uri schemes this module reads ("file": local paths)
 class StorageConfig:
     """Filesystem settings for `s3://` URIs (credentials come from the standard AWS chain, never
     from here), and the allow-list for the image uris of manifest rows (see
-    `core.storage.forbidden`): `allowed_schemes` among `file` (local paths) and `s3`;
-    `allowed_s3_prefixes` empty means any bucket."""
+    `forbidden`): `allowed_schemes` among `file` (local paths) and `s3`; `allowed_s3_prefixes`
+    empty means any bucket; `allowed_local_roots` (folders) empty means no local file."""
 
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
     model_cache: str = "~/.cache/lookbook-miner/models"
     allowed_schemes: list[str] = field(default_factory=lambda: ["file", "s3"])
     allowed_s3_prefixes: list[str] = field(default_factory=list)
+    allowed_local_roots: list[str] = field(default_factory=list)
 
 
 def is_s3(uri: str) -> bool:
@@ -38,39 +40,77 @@ def scheme(uri: str) -> str:
     return uri.split("://", 1)[0] if "://" in uri else "file"
 
 
+def user_info_end(uri: str) -> int:
+    """The index just past the `@` that ends the user info (credentials) of `uri`, or -1 if none.
+
+    User info is `user@` or `user:password@` after `scheme://`. RFC 3986 ends the authority at the
+    first `/`, but AWS secret keys hold `/` and are pasted unescaped, so text before the first `@`
+    that holds a `:` counts too (`s3://AKIA...:wJalr/K7MDENG@bucket/run`); a key's own `@` further
+    down the path (`s3://bucket/a@2x.jpg`) does not.
+    """
+    if "://" not in uri:
+        return -1
+    start = uri.index("://") + 3
+    at = uri.find("@", start)
+    if at < 0:
+        return -1
+    before = uri[start:at]
+    return at + 1 if "/" not in before or ":" in before else -1
+
+
 def has_user_info(uri: str) -> bool:
-    """Whether the authority of `uri` carries user info (`user:secret@host`)."""
-    return "://" in uri and "@" in uri.split("://", 1)[1].partition("/")[0]
+    """Whether `uri` carries user info (`user:secret@host`; see `user_info_end`)."""
+    return user_info_end(uri) >= 0
 
 
 def redact(uri: str) -> str:
-    """`uri` with the user info of its authority, if any, shown as `***@`."""
-    if not has_user_info(uri):
-        return uri
-    head, rest = uri.split("://", 1)
-    authority, slash, path = rest.partition("/")
-    return f"{head}://***@{authority.rsplit('@', 1)[1]}{slash}{path}"
+    """`uri` with its user info, if any, shown as `***@`."""
+    end = user_info_end(uri)
+    return uri if end < 0 else f"{uri[: uri.index('://') + 3]}***@{uri[end:]}"
 
 
 def forbidden(uri: str, storage: StorageConfig) -> str:
-    """Why the image uri of a manifest row may not be read, "" when it may.
+    """Why the image uri of a manifest row may not be read, "" when it may. Nothing is opened.
 
-    Refused: a scheme outside `storage.allowed_schemes` (a plain path is `file`), user info
-    (`user:secret@`) in the authority, a `..` path segment, and an `s3://` uri under none of
-    `storage.allowed_s3_prefixes` (each a folder; an empty list allows any bucket). The message
-    names the uri with its user info redacted.
+    Refused: a control character (a NUL byte included), a scheme outside
+    `storage.allowed_schemes` (a plain path is `file`), user info (`user:secret@`), a `..` path
+    segment, a `file://` uri with a host, a local path that (symlinks resolved) lies under none of
+    `storage.allowed_local_roots` (an empty list allows none), and an `s3://` uri under none of
+    `storage.allowed_s3_prefixes` (each a folder; an empty list allows any bucket). A refusal
+    never depends on whether the file exists. The message names the uri with its user info redacted.
     """
     shown, kind = redact(uri), scheme(uri)
+    if any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        return f"{shown!r} holds a control character"
     if kind not in storage.allowed_schemes:
         return f"scheme {kind!r} of {shown} is not in storage.allowed_schemes {list(storage.allowed_schemes)}"
     if has_user_info(uri):
         return f"{shown} carries user info (credentials) in its authority"
     if ".." in uri.split("://", 1)[-1].split("/"):
         return f"{shown} has a '..' path segment"
+    if kind == "file":
+        return _outside_local_roots(uri, storage.allowed_local_roots)
     prefixes = list(storage.allowed_s3_prefixes)
     if kind == "s3" and prefixes and not any(uri.startswith(p.rstrip("/") + "/") for p in prefixes):
         return f"{shown} is under none of storage.allowed_s3_prefixes {prefixes}"
     return ""
+
+
+def _outside_local_roots(uri: str, roots: list[str]) -> str:
+    """Why the local `uri` (a path or `file://` uri) is not under one of `roots`, "" when it is."""
+    if uri.startswith(FILE_SCHEME) and not uri.removeprefix(FILE_SCHEME).startswith("/"):
+        return f"{uri} names a host: a file:// uri must be file:///absolute/path"
+    if not roots:
+        return f"{uri}: storage.allowed_local_roots is empty, so no local file is read"
+    path = local_path(uri)
+    if not any(path.is_relative_to(local_path(root)) for root in roots):
+        return f"{uri} (resolved {path}) is under none of storage.allowed_local_roots {list(roots)}"
+    return ""
+
+
+def local_path(uri: str) -> Path:
+    """The absolute path of a local path or `file://` uri, `~` expanded and symlinks resolved."""
+    return Path(uri.removeprefix(FILE_SCHEME)).expanduser().resolve()
 
 
 def filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
@@ -94,17 +134,42 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
+class TooLargeError(ValueError):
+    """A file holds more bytes than the limit it was read with."""
+
+
 def read_bytes(uri: str, storage: StorageConfig, max_bytes: int) -> bytes:
-    """The file's bytes. Raises FileNotFoundError, or ValueError when larger than `max_bytes`
-    (checked from the file's metadata before any byte is read)."""
+    """The file's bytes, reading at most `max_bytes` + 1 of them whatever size the store reports.
+
+    Raises FileNotFoundError; TooLargeError past `max_bytes`; OSError for a local path that is not
+    a regular file (a FIFO, a device such as /dev/zero), checked on the opened file descriptor.
+    """
     fs, path = filesystem(uri, storage)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(uri)
-    if info.size is not None and info.size > max_bytes:
-        raise ValueError(f"{info.size} bytes exceeds the limit of {max_bytes}")
-    with fs.open_input_stream(path) as stream:
-        return stream.read()
+    if isinstance(fs, pafs.LocalFileSystem):
+        data = _read_regular_file(path, max_bytes + 1)
+    else:
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            raise FileNotFoundError(uri)
+        with fs.open_input_stream(path) as stream:
+            data = stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise TooLargeError(f"more than the limit of {max_bytes} bytes")
+    return data
+
+
+def _read_regular_file(path: str, limit: int) -> bytes:
+    """Up to `limit` bytes of a local regular file (opened without blocking, so a FIFO cannot hang)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        chunks, left = [], limit
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def write_bytes(uri: str, data: bytes, storage: StorageConfig) -> None:

@@ -31,7 +31,8 @@ CROPS = {"detector": "detector.enabled=true", "whole_image": "detector.enabled=f
 
 
 def mine_once(args: list[str]) -> dict:
-    """The run's summary: from its summary.json when that carries this config's hash, else mined now."""
+    """The run's summary: from its summary.json when that carries this config's hash, else mined now
+    by `python -m jobs.mine` in a process of its own (its own Ray instance, stopped with it)."""
     cfg = load_config(args)
     summary_path = Path(cfg.output) / "summary.json"
     if summary_path.is_file():
@@ -56,11 +57,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     truth, garments = read_split(split)
     settings = evaluation.EvalSettings(tuple(args.ks), args.min_iou, args.target_precision)
     inputs = [f"lookbook={split / 'lookbook.parquet'}", f"garments={split / 'garments.parquet'}"]
+    readable = f"storage.allowed_local_roots=[{split}]"  # the split's images; mine_args may widen it
     results, rows = {}, []
     (out / "curves").mkdir(parents=True, exist_ok=True)
     for crops, switch in CROPS.items():
         start = time.perf_counter()
-        summary = mine_once([f"scoring.top_k={args.top_k}", *mine_args, *inputs, f"output={out / crops}", switch])
+        summary = mine_once(
+            [f"scoring.top_k={args.top_k}", readable, *mine_args, *inputs, f"output={out / crops}", switch]
+        )
         mined_s = time.perf_counter() - start
         run = read_run(out / crops)
         results[crops] = {"output": str(out / crops), "summary": summary, "mine_seconds": round(mined_s, 1)}

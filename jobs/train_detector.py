@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(sys.argv[1:] if argv is None else argv)
     work = Path(cfg.work_dir).resolve()
     data = write_dataset(cfg.train, cfg.test, work, cfg.val_scenes)
-    model = YOLO(
-        resolve("detector", ModelSpec(spec=cfg.model, sha256=cfg.model_sha256), StorageConfig()), task="detect"
-    )
+    model = YOLO(resolve("detector", ModelSpec(cfg.model, cfg.model_sha256), StorageConfig(), hub=False), task="detect")
     began = time.monotonic()
     model.train(data=str(data), project=str(work), name="run", **cfg.ultralytics)
     minutes = (time.monotonic() - began) / 60

@@ -16,6 +16,10 @@ from core.storage import join, write_bytes
 from core.tiering import TIERS, UNMATCHED
 from pipeline.commits import ShardCommit
 
+NO_CROPS = (
+    "the index is empty: no lookbook image gave a crop (all quarantined, or none given), so every garment is unmatched"
+)
+
 
 def connect(cfg: MineConfig) -> None:
     """Join (or start) the Ray cluster at `ray_address`, then `configure_data`."""
@@ -61,9 +65,11 @@ def models_used(cfg: MineConfig) -> dict[str, dict[str, str]]:
 
 
 def report(cfg: MineConfig, summary: dict) -> dict:
-    """Complete `summary` with the config hash and models, write it as summary.json beside the
-    resolved config.yaml, print it, and return it."""
+    """Complete `summary` with the config hash, the models and any notes (why every garment is
+    unmatched), write it as summary.json beside the resolved config.yaml, print it, and return it."""
     summary = {"config_hash": config_hash(cfg), "models": models_used(cfg), **summary}
+    if summary["counts"].get("index_rows") == 0:
+        summary["notes"] = [NO_CROPS]
     write_bytes(join(cfg.output, "summary.json"), json.dumps(summary, indent=2).encode(), cfg.storage)
     write_bytes(join(cfg.output, "config.yaml"), to_yaml(cfg).encode(), cfg.storage)
     print(f"\nlookbook-miner: outputs in {cfg.output}")
@@ -72,4 +78,6 @@ def report(cfg: MineConfig, summary: dict) -> dict:
     print("  counts    " + ", ".join(f"{k}={v}" for k, v in summary["counts"].items()))
     print("  tiers     " + ", ".join(f"{t}={summary['tiers'].get(t, 0)}" for t in (*TIERS, UNMATCHED)))
     print("  quarantine " + json.dumps(summary["quarantine"]))
+    for note in summary.get("notes", []):
+        print(f"  note      {note}")
     return summary

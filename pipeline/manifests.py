@@ -3,10 +3,12 @@ shard, and the checks that run before any compute (columns, null and duplicate i
 
 from __future__ import annotations
 
+import json
 import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import ray
 from ray.data import Dataset
 from ray.data.expressions import col
@@ -16,7 +18,7 @@ from core.storage import StorageConfig, filesystem
 from pipeline.commits import shard_of
 
 DUPLICATES_SHOWN = 5  # duplicate ids named in a ManifestError
-MANIFEST_READERS = {".parquet": ray.data.read_parquet, ".csv": ray.data.read_csv, ".jsonl": ray.data.read_json}
+MANIFEST_FORMATS = (".csv", ".jsonl", ".parquet")
 
 
 class ManifestError(ValueError):
@@ -28,20 +30,48 @@ def read_manifest(uri: str, id_column: str, optional: tuple[str, ...], shards: i
     of each row (see `commits.shard_of`), whatever its format.
 
     `id_column` is renamed to `image_id` so garments and lookbook images share one pipeline;
-    optional columns absent from the file are filled with "".
+    optional columns absent from the file are filled with "". Ids, uris and texts are read as
+    text in every format (a CSV id `00123` stays `00123`); a JSONL line that is not a JSON object
+    fails the read with a ManifestError quoting it.
     """
     suffix = os.path.splitext(uri)[1].lower()
-    if suffix not in MANIFEST_READERS:
-        raise ManifestError(f"manifest {uri}: unknown format {suffix!r}, expected one of {sorted(MANIFEST_READERS)}")
+    if suffix not in MANIFEST_FORMATS:
+        raise ManifestError(f"manifest {uri}: unknown format {suffix!r}, expected one of {MANIFEST_FORMATS}")
     fs, path = filesystem(uri, storage)
-    ds = MANIFEST_READERS[suffix](path, filesystem=fs)
-    present = set(ds.schema().names)
+    text_columns = [id_column, "uri", *optional]
+    if suffix == ".csv":
+        as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(text_columns, pa.string()))
+        ds = ray.data.read_csv(path, filesystem=fs, convert_options=as_text)
+    elif suffix == ".jsonl":
+        kwargs = {"uri": uri, "columns": text_columns}
+        ds = ray.data.read_text(path, filesystem=fs).map_batches(_json_lines, fn_kwargs=kwargs, batch_format="pyarrow")
+    else:
+        ds = ray.data.read_parquet(path, filesystem=fs)
+    present = set(ds.schema().names) if suffix != ".jsonl" else set(text_columns)
     if missing := {id_column, "uri"} - present:
         raise ManifestError(f"manifest {uri} lacks columns {sorted(missing)} (has {sorted(present)})")
     keep = [id_column, "uri", *(c for c in optional if c in present)]
     fill = tuple(c for c in optional if c not in present)
     kwargs = {"id_column": id_column, "fill": fill, "shards": shards}
     return ds.select_columns(keep).map_batches(_normalise_manifest, fn_kwargs=kwargs, batch_format="pyarrow")
+
+
+def _json_lines(batch: pa.Table, uri: str, columns: list[str]) -> pa.Table:
+    """Lines of a JSONL manifest (`text`) -> one string column per name in `columns` (null where a
+    line lacks the key; numbers and other values as their JSON text). Blank lines are skipped."""
+    rows = []
+    for line in batch["text"].to_pylist():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"manifest {uri}: a line is not JSON ({exc.msg}): {line[:200]!r}") from None
+        if not isinstance(row, dict):
+            raise ManifestError(f"manifest {uri}: a line is not a JSON object: {line[:200]!r}")
+        rows.append(row)
+    text = lambda v: None if v is None else v if isinstance(v, str) else json.dumps(v)  # noqa: E731
+    return pa.table({c: pa.array([text(r.get(c)) for r in rows], pa.string()) for c in columns})
 
 
 def _normalise_manifest(batch: pa.Table, id_column: str, fill: tuple[str, ...], shards: int) -> pa.Table:
@@ -64,9 +94,16 @@ def check_unique_ids(ds: Dataset, label: str, id_column: str = "image_id", rows_
     actors would cost more than the count); above, a distributed group-by with one shuffle
     partition per `rows_per_partition` ids (at most 200).
     """
-    ids = ds.select_columns([id_column]).materialize()
+    try:
+        ids = ds.select_columns([id_column]).materialize()
+    except Exception as exc:  # Ray Data wraps an error of the manifest's rows in its own
+        if message := _manifest_error(exc):
+            raise ManifestError(message) from None
+        raise
     rows = ids.count()
-    if rows <= rows_per_partition:
+    if rows == 0:
+        repeated = []
+    elif rows <= rows_per_partition:
         repeated = ray.get(_repeated_ids.remote(id_column, DUPLICATES_SHOWN, *ids.to_arrow_refs()))
     else:
         counts = ids.groupby(id_column, num_partitions=min(200, rows // rows_per_partition)).count()
@@ -76,6 +113,14 @@ def check_unique_ids(ds: Dataset, label: str, id_column: str = "image_id", rows_
         shown = ", ".join(f"{value!r} (x{count})" for value, count in repeated)
         raise ManifestError(f"{label} manifest has duplicate ids: {shown}")
     return rows
+
+
+def _manifest_error(exc: Exception) -> str | None:
+    """The message of a ManifestError raised by a Ray Data task, read from the remote traceback that
+    Ray's error carries (the exception's own chain does not cross processes), or None."""
+    marker = f"{ManifestError.__module__}.{ManifestError.__name__}: "
+    text = str(exc)
+    return text.split(marker, 1)[1].splitlines()[0] if marker in text else None
 
 
 @ray.remote

@@ -33,7 +33,7 @@ def sample(tmp_path_factory, vocab):
 
 
 @pytest.fixture(scope="session")
-def model_overrides(tiny_models) -> list[str]:
+def model_overrides(tiny_models, tmp_path_factory) -> list[str]:
     """Command-line overrides that point the demo config at the session's tiny models, with one Ray
     Data execution per stage: each execution starts its actors afresh (torch imports, model loads),
     which is most of a test job's time on 2 cores. Tests of several executions set their own."""
@@ -43,6 +43,7 @@ def model_overrides(tiny_models) -> list[str]:
         f"captioner.model.spec={tiny_models['blip']}",
         "progress=false",
         "work.shards_per_execution=4",
+        f"storage.allowed_local_roots=[{tmp_path_factory.getbasetemp()}]",  # the samples, inputs and outputs
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES, UNKNOWN
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
-STORAGE = StorageConfig()
+STORAGE = StorageConfig(allowed_local_roots=["/"])  # the ultralytics assets and pytest folders
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +93,58 @@ def test_no_detection_policies(cfg, tmp_path):
     assert skip[REASON].tolist() == [NO_GARMENT] and skip[ERROR][0]
 
 
-def test_pickled_detector_needs_a_matching_pin(cfg):
+def test_pickled_detector_needs_a_matching_pin(cfg, tmp_path):
+    storage = replace(STORAGE, model_cache=str(tmp_path / "cache"))
     unpinned = replace(cfg.detector.model, sha256=None)
     with pytest.raises(ModelLoadError, match="pin its sha256"):
-        resolve("detector", unpinned, STORAGE)
+        resolve("detector", unpinned, storage)
     with pytest.raises(ModelLoadError, match="does not match"):
-        resolve("detector", replace(unpinned, sha256="0" * 64), STORAGE)
-    path = resolve("detector", cfg.detector.model, STORAGE)
+        resolve("detector", replace(unpinned, sha256="0" * 64), storage)
+    path = resolve("detector", cfg.detector.model, storage)
     assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == cfg.detector.model.sha256
+
+
+@pytest.mark.parametrize("name", ["m.PT", "weights.bin", "model"])
+def test_a_pickle_is_known_by_its_bytes_not_its_name(cfg, tmp_path, name):
+    """#13, item 1: a checkpoint named m.PT skipped the pin and was unpickled."""
+    original = resolve("detector", cfg.detector.model, replace(STORAGE, model_cache=str(tmp_path / "cache")))
+    renamed = tmp_path / name
+    renamed.write_bytes(Path(original).read_bytes())
+    with pytest.raises(ModelLoadError, match="pickled checkpoint: pin its sha256"):
+        resolve("detector", ModelSpec(spec=str(renamed)), STORAGE)
+
+
+def test_the_loader_opens_the_very_bytes_that_were_checked(cfg, tmp_path):
+    """#13, item 1: the pinned file was hashed, then reopened by the loader (swap in between)."""
+    source = tmp_path / "detector.pt"
+    source.write_bytes(Path(resolve("detector", cfg.detector.model, STORAGE)).read_bytes())
+    storage = replace(STORAGE, model_cache=str(tmp_path / "cache"))
+    path = Path(resolve("detector", replace(cfg.detector.model, spec=str(source)), storage))
+    source.write_bytes(b"swapped after the check")
+    assert path != source and path.is_relative_to(tmp_path / "cache")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == cfg.detector.model.sha256
+    assert path.stat().st_mode & 0o077 == 0 and path.parent.stat().st_mode & 0o077 == 0  # private
+    assert CropDetector(replace(cfg.detector, model=replace(cfg.detector.model, spec=str(path))), storage)
+
+
+@pytest.mark.parametrize("spec", ["yolov8n.pt", "https://example.com/x.pt", "org/model"])
+def test_the_detector_never_downloads_a_checkpoint(spec):
+    """#13, item 1: a spec that is no local file went to ultralytics, which downloads and unpickles it."""
+    with pytest.raises(ModelLoadError, match="would download and unpickle it"):
+        resolve("detector", ModelSpec(spec=spec, sha256="0" * 64), STORAGE, hub=False)
+
+
+def test_transformers_weights_load_only_from_safetensors(cfg, tmp_path):
+    """#13, item 1: a model folder whose weights are only pickled (`pytorch_model.bin`) is refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(cfg.embedder.model.spec, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="could not be loaded"):
+        CropEmbedder(replace(cfg.embedder, model=ModelSpec(spec=str(folder))), STORAGE)
 
 
 def test_missing_model_error_names_the_spec(cfg):

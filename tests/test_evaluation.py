@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -282,3 +283,22 @@ def test_evaluate_job_reads_a_run_folder_and_writes_json_and_curve(tmp_path, cap
     assert report["detection_recall"]["hits"] == 3
     assert pq.read_table(run / "evaluation.curve.parquet")["precision"].to_pylist() == [1.0, 0.5, 2 / 3, 0.5]
     assert "retrieval recall@2   0.667 [" in capsys.readouterr().out
+
+
+def test_ablate_mines_each_run_in_a_process_of_its_own_once(tmp_path, monkeypatch):
+    """#13, item 11: the two mining jobs of an ablation ran in the ablation's own process."""
+    from core.config import config_hash, load_config
+    from jobs import ablate
+
+    args = ["lookbook=l.parquet", "garments=g.parquet", f"output={tmp_path / 'run'}"]
+    commands = []
+
+    def mined(command, check):
+        commands.append(command)
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "summary.json").write_text(json.dumps({"config_hash": config_hash(load_config(args))}))
+
+    monkeypatch.setattr(ablate.subprocess, "run", mined)
+    first, again = ablate.mine_once(args), ablate.mine_once(args)
+    assert commands == [[sys.executable, "-m", "jobs.mine", *args]]  # the second call reuses the run
+    assert first == again

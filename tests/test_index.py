@@ -523,7 +523,8 @@ def _crop_files(root, rng: np.random.Generator, sizes: list[int], dim: int) -> n
 
 @pytest.mark.ray
 @pytest.mark.parametrize(("factory", "train_sample"), [("auto", 100_000), ("IVF8,Flat", 300)])
-def test_build_on_ray_matches_exact(local_ray, tmp_path, factory: str, train_sample: int) -> None:
+def test_build_on_ray_matches_exact(local_ray, tmp_path, monkeypatch, factory: str, train_sample: int) -> None:
+    from actors import scorer
     from actors.scorer import ShardedSearcher
     from core.config import IndexConfig
     from core.storage import StorageConfig
@@ -544,9 +545,47 @@ def test_build_on_ray_matches_exact(local_ray, tmp_path, factory: str, train_sam
     else:
         assert (manifest.index_type, manifest.train_rows, manifest.nprobe) == ("IVF8,Flat", 300, 8)
         assert manifest.params == {**manifest.params, "picked_by": "config", "nlist": 8, "nprobe": 8}
-    searcher = ShardedSearcher(str(tmp_path / "index"), cfg, StorageConfig())
+    placed = []  # (k, nprobe) each shard was offered to a GPU with (#13, item 12: the limits' CPU fallback)
+    move = scorer.shard_index.to_gpu_if_available
+    monkeypatch.setattr(
+        scorer.shard_index, "to_gpu_if_available", lambda i, g, k, n: placed.append((k, n)) or move(i, g, k, n)
+    )
+    searcher = ShardedSearcher(str(tmp_path / "index"), cfg, StorageConfig(), k=10)
+    assert placed == [(10, manifest.nprobe if factory == "auto" else 8)] * 3
     _, want = _exact(vectors, queries, 10)
     np.testing.assert_array_equal(searcher.search(queries, 10), want)  # every list probed / exact
+
+
+@pytest.mark.ray
+def test_an_empty_index_leaves_every_garment_unmatched(local_ray, tmp_path) -> None:
+    """#13, item 9: a lookbook that gave no crop crashed the scorer (zero-width payload)."""
+    from actors.scorer import GarmentScorer
+    from core.config import IndexConfig, ScoringConfig, TierConfig
+    from core.schemas import ERROR, REASON, SHARD
+    from core.storage import StorageConfig
+    from core.tiering import UNMATCHED, by_threshold
+    from pipeline.index_build import build
+
+    (tmp_path / "crops").mkdir()
+    cfg = IndexConfig(use_gpu="off")
+    assert build(str(tmp_path / "crops"), str(tmp_path / "index"), cfg, StorageConfig()).rows == 0
+    scorer = GarmentScorer(str(tmp_path / "index"), ScoringConfig(top_k=5), cfg, StorageConfig())
+    n, dim = 3, 16
+    garments = {
+        "image_id": np.array(["g0", "g1", "g2"], dtype=object),
+        "uri": np.array(["a", "b", "c"], dtype=object),
+        "caption": np.array(["x", "y", "z"], dtype=object),
+        "embedding": _clustered(np.random.default_rng(0), n, dim),
+        "caption_embedding": _clustered(np.random.default_rng(1), n, dim),
+        REASON: np.array(["", "", "decode_error"], dtype=object),
+        ERROR: np.array(["", "", "bad"], dtype=object),
+        SHARD: np.zeros(n, np.int32),
+    }
+    scored = scorer(garments)
+    assert scored["n_candidates"].tolist() == [0, 0, 0] and np.isnan(scored["score"]).all()
+    assert scored["crop_id"].tolist() == [None] * 3
+    thresholds = TierConfig(thresholds={"high": 0.9, "mid": 0.5, "low": 0.1}).thresholds
+    assert by_threshold(scored["score"], thresholds).tolist() == [UNMATCHED] * 3
 
 
 @pytest.mark.ray
@@ -564,7 +603,7 @@ def test_build_refuses_a_corrupted_shard(local_ray, tmp_path) -> None:
     data[-5] ^= 0x01
     shard.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="index shard shard-00001.faiss is corrupt: sha256"):
-        ShardedSearcher(str(tmp_path / "index"), cfg, StorageConfig())
+        ShardedSearcher(str(tmp_path / "index"), cfg, StorageConfig(), k=10)
 
 
 @pytest.mark.ray

@@ -49,6 +49,29 @@ def test_manifest_errors_name_the_problem(local_ray, tmp_path):
         check_unique_ids(read_manifest(str(tmp_path / "d.csv"), "image_id", (), 1, STORAGE), "lookbook")
 
 
+def test_ids_stay_text_in_every_format(local_ray, tmp_path):
+    """#13, item 7: CSV type inference made `00123` into 123 and `001`, `1` into a false duplicate."""
+    (tmp_path / "m.csv").write_text("image_id,uri\n00123,/a\n001,/b\n1,/c\nsku-9,/d\n")
+    (tmp_path / "m.jsonl").write_text('{"image_id": 7, "uri": "/a"}\n\n{"image_id": "sku-9", "uri": "/b"}\n')
+    for name, expected in (("m.csv", ["00123", "001", "1", "sku-9"]), ("m.jsonl", ["7", "sku-9"])):
+        ds = read_manifest(str(tmp_path / name), "image_id", (), 1, STORAGE)
+        assert check_unique_ids(ds, "lookbook") == len(expected)
+        assert sorted(r["image_id"] for r in ds.take_all()) == sorted(expected)
+
+
+def test_a_bad_jsonl_line_is_named_and_an_empty_manifest_flows(local_ray, tmp_path):
+    """#13, item 8: one bad line failed the read with ArrowInvalid; an empty manifest crashed."""
+    (tmp_path / "bad.jsonl").write_text('{"image_id": "a", "uri": "/a"}\n{"image_id": "b", uri\n')
+    with pytest.raises(ManifestError, match=r"bad.jsonl: a line is not JSON .*'\{\"image_id\": \"b\", uri'"):
+        check_unique_ids(read_manifest(str(tmp_path / "bad.jsonl"), "image_id", (), 1, STORAGE), "lookbook")
+    (tmp_path / "empty.jsonl").write_text("")
+    pq.write_table(
+        pa.table({"image_id": pa.array([], pa.string()), "uri": pa.array([], pa.string())}), tmp_path / "e.parquet"
+    )
+    for name in ("empty.jsonl", "e.parquet"):
+        assert check_unique_ids(read_manifest(str(tmp_path / name), "image_id", (), 4, STORAGE), "lookbook") == 0
+
+
 @pytest.mark.parametrize("rows_per_partition", [100_000, 30], ids=["one-task", "group-by"])
 def test_duplicate_ids_are_named_by_both_counting_paths(local_ray, rows_per_partition):
     unique = [f"i{k:03d}" for k in range(60)]
@@ -157,3 +180,12 @@ def test_pool_threads_set_the_actors_torch_threads(local_ray, threads, expected)
     with attempt_ledger() as ledger:
         ds = map_actors(ray.data.from_items(rows), ThreadCount, pool, AttemptGuard(ledger, "test", 2))
         assert {r["threads"] for r in ds.take_all()} == {expected}  # None: Ray's default for 0.25 CPU
+
+
+def test_the_attempt_ledger_is_killed_when_a_stage_raises(local_ray):
+    """#13, item 11: `ray.kill(ledger)` was not in a `finally`."""
+    with pytest.raises(RuntimeError, match="a stage failed"), attempt_ledger() as ledger:
+        assert ray.get(ledger.counts.remote("s", ["a"])) == [0]
+        raise RuntimeError("a stage failed")
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(ledger.counts.remote("s", ["a"]), timeout=60)
