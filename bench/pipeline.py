@@ -123,6 +123,7 @@ def job_config(workdir: Path, manifest: Path, output: Path, overrides: list[str]
             f"garments={manifest}",  # not read by the lookbook stage
             f"output={output}",
             "progress=false",
+            f"storage.allowed_local_roots=[{workdir}]",  # the generated scenes
             *overrides,
         ]
     )

@@ -172,18 +172,35 @@ def _read_regular_file(path: str, limit: int) -> bytes:
         os.close(fd)
 
 
-def write_bytes(uri: str, data: bytes, storage: StorageConfig) -> None:
-    """Write a whole file; on S3 the single PUT is atomic, locally a rename makes it so."""
+def write_bytes(uri: str, data: bytes, storage: StorageConfig) -> int:
+    """Write a whole file and return its size; on S3 the single PUT is atomic, locally a rename of
+    a file synced to disk makes it so (the folder is synced after the rename)."""
     fs, path = filesystem(uri, storage)
     fs.create_dir(os.path.dirname(path), recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = f"{path}.tmp-{os.getpid()}"
-        with fs.open_output_stream(tmp) as out:
+        with open(tmp, "wb") as out:
             out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
+        folder = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     else:
         with fs.open_output_stream(path) as out:
             out.write(data)
+    return len(data)
+
+
+def fingerprint(uri: str, storage: StorageConfig) -> str:
+    """`size:mtime_ns` of a file as its store reports it ("missing" when there is none): changes
+    when the file is rewritten, without reading it."""
+    fs, path = filesystem(uri, storage)
+    info = fs.get_file_info(path)
+    return "missing" if info.type == pafs.FileType.NotFound else f"{info.size}:{info.mtime_ns}"
 
 
 def make_dirs(uri: str, storage: StorageConfig) -> None:
@@ -191,16 +208,8 @@ def make_dirs(uri: str, storage: StorageConfig) -> None:
     fs.create_dir(path, recursive=True)
 
 
-def list_files(uri: str, storage: StorageConfig, suffix: str) -> list[str]:
-    """Sorted URIs of the files under `uri` (recursively) whose names end with `suffix`."""
-    fs, path = filesystem(uri, storage)
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    prefix = S3_SCHEME if is_s3(uri) else ""
-    return sorted(prefix + i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
-
-
-def write_table(table: pa.Table, uri: str, storage: StorageConfig) -> None:
-    """Write one Parquet file atomically (see `write_bytes`)."""
+def write_table(table: pa.Table, uri: str, storage: StorageConfig) -> int:
+    """Write one Parquet file atomically (see `write_bytes`); its size in bytes."""
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
-    write_bytes(uri, buffer.getvalue().to_pybytes(), storage)
+    return write_bytes(uri, buffer.getvalue().to_pybytes(), storage)

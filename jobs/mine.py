@@ -23,6 +23,7 @@ from actors.fused import FusedLookbookModels
 from actors.scorer import GarmentScorer
 from core import schemas
 from core.config import MineConfig, config_hash, load_config
+from core.index import IndexManifest
 from core.schemas import CROPS_DIR, GARMENT_IDS, GARMENTS, INDEX_DIR, LOOKBOOK, SCORED_DIR
 from core.steps import DECODE, PREPROCESS
 from core.storage import join, make_dirs
@@ -31,7 +32,7 @@ from pipeline import commits, index_build
 from pipeline.commits import ShardCommit
 from pipeline.driver import connect, report, timed, totals
 from pipeline.executor import ShardedStage, Step, run_in_shards
-from pipeline.manifests import check_unique_ids, read_manifest
+from pipeline.manifests import check_unique_ids, read_manifest, shard_digests
 from pipeline.metrics import CROPS_DETECTED, CROPS_EMBEDDED, GARMENTS_SCORED, IMAGES_READ
 from pipeline.stage import AttemptGuard, attempt_ledger, map_actors, map_tasks
 from pipeline.tier_passes import tier_pairs
@@ -113,13 +114,14 @@ def mine_lookbook(cfg: MineConfig, ledger: ActorHandle) -> tuple[dict[int, Shard
     manifest = read_manifest(cfg.lookbook, "image_id", (), cfg.work.shards, cfg.storage)
     schema = partial(schemas.crops_of, dtype=cfg.embedder.store_dtype)
     stage = ShardedStage(LOOKBOOK, lookbook_steps(cfg), CROPS_DIR, schema, ("image_id", "uri"))
-    return run_in_shards(stage, manifest, cfg, ledger)
+    return run_in_shards(stage, manifest, shard_digests(manifest, cfg.work.shards), cfg, ledger)
 
 
-def score_garments(cfg: MineConfig, ledger: ActorHandle) -> tuple[dict[int, ShardCommit], int]:
+def score_garments(cfg: MineConfig, ledger: ActorHandle, index: IndexManifest) -> tuple[dict[int, ShardCommit], int]:
+    """Every garment shard is redone when its rows or the index (its crop files) changed."""
     manifest = read_manifest(cfg.garments, "garment_id", ("text",), cfg.work.shards, cfg.storage)
     stage = ShardedStage(GARMENTS, GARMENT_STEPS, SCORED_DIR, schemas.SCORED, GARMENT_IDS)
-    return run_in_shards(stage, manifest, cfg, ledger)
+    return run_in_shards(stage, manifest, shard_digests(manifest, cfg.work.shards, index.source), cfg, ledger)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -132,9 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
         with timed(seconds, "lookbook"):
             crops, lookbook_processed = mine_lookbook(cfg, ledger)
         with timed(seconds, "index"):
-            index = index_build.build(join(cfg.output, CROPS_DIR), join(cfg.output, INDEX_DIR), cfg.index, cfg.storage)
+            files = commits.committed_files(cfg.output, LOOKBOOK, CROPS_DIR, cfg.work.shards, cfg.storage)
+            index = index_build.build(
+                join(cfg.output, CROPS_DIR), files, join(cfg.output, INDEX_DIR), cfg.index, cfg.storage
+            )
         with timed(seconds, "scoring"):
-            scored, garments_processed = score_garments(cfg, ledger)
+            scored, garments_processed = score_garments(cfg, ledger, index)
     with timed(seconds, "tiering"):
         tiers = tier_pairs(cfg)
     (crop_rows, lookbook_quarantine), (scored_rows, garment_quarantine) = totals(crops), totals(scored)

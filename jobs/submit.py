@@ -3,8 +3,9 @@
 python -m jobs.submit [--address URL] [--resubmit] [--follow] [overlay.yaml ...] key=value ...
 
 The arguments are those of `python -m jobs.mine`. The submission id is derived from the config
-hash (`lookbook-miner-<hash>`), so submitting the same configuration twice is harmless: while the
-first is pending, running or succeeded, the second is refused. After a failure or a stop,
+hash and the manifests' sizes and modification times (`lookbook-miner-<hash>`), so submitting the
+same configuration and input twice is harmless: while the first is pending, running or succeeded,
+the second is refused. After a failure or a stop,
 `--resubmit` deletes the old job record and submits again under the same id; the job resumes from
 its committed work shards. The runtime environment is `conf/runtime_env.yaml`.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import shlex
 import sys
 import time
@@ -21,6 +23,7 @@ from omegaconf import OmegaConf
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from core.config import CONF_DIR, config_hash, load_config
+from core.storage import fingerprint
 
 RUNTIME_ENV_FILE = CONF_DIR / "runtime_env.yaml"
 REPO = CONF_DIR.parent
@@ -29,8 +32,12 @@ TERMINAL = (JobStatus.SUCCEEDED, *RESUBMITTABLE)
 
 
 def submission_id(job_args: list[str]) -> str:
-    """`lookbook-miner-<config hash>`: one id per configuration and output folder."""
-    return f"lookbook-miner-{config_hash(load_config(job_args))}"
+    """`lookbook-miner-<hash>` of the configuration (the output folder included) and of the two
+    manifests' sizes and modification times: one id per configuration and input, so a manifest
+    with rows added is a new submission (which redoes only the shards whose rows changed)."""
+    cfg = load_config(job_args)
+    inputs = [config_hash(cfg), *(fingerprint(uri, cfg.storage) for uri in (cfg.lookbook, cfg.garments))]
+    return f"lookbook-miner-{hashlib.sha256('|'.join(inputs).encode()).hexdigest()[:16]}"
 
 
 def runtime_env() -> dict:

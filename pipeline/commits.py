@@ -38,12 +38,19 @@ def shard_dir(base: str, shard: int) -> str:
 
 @dataclass
 class ShardCommit:
-    """What one committed shard of a stage wrote: row counts and every file, relative to the output."""
+    """What one committed shard of a stage wrote: row counts, and every file (relative to the
+    output) with its size in bytes; and what it was made from (`inputs`)."""
 
     rows: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
     by_value: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    inputs: str = ""  # digest of the shard's input rows (`manifests.shard_digests`)
+
+    def files_in(self, folder: str) -> list[str]:
+        """The shard's files under `folder` (a table, or `quarantine/<stage>`), relative to the output."""
+        return [f for f in self.files if f.startswith(folder.rstrip("/") + "/")]
 
 
 def marker(output: str, stage: str, shard: int) -> str:
@@ -55,14 +62,43 @@ def commit(output: str, stage: str, shard: int, done: ShardCommit, storage: Stor
 
 
 def committed(output: str, stage: str, shards: int, storage: StorageConfig) -> dict[int, ShardCommit]:
-    """The committed shards of a stage, found by looking up each expected marker (no listing)."""
+    """The committed shards of a stage, found by looking up each expected marker (no listing).
+
+    A marker counts only when it parses and every file it names exists with the size it records:
+    a truncated or malformed marker, or a lost or rewritten file, leaves its shard to be redone.
+    """
     found = {}
     for shard in range(shards):
         fs, path = filesystem(marker(output, stage, shard), storage)
-        if fs.get_file_info(path).type == pafs.FileType.File:
-            with fs.open_input_stream(path) as f:
-                found[shard] = ShardCommit(**json.loads(f.read()))
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            continue
+        with fs.open_input_stream(path) as f:
+            text = f.read()
+        try:
+            done = ShardCommit(**json.loads(text))
+        except (ValueError, TypeError):  # not JSON, or not a ShardCommit
+            continue
+        if _files_intact(output, done, storage):
+            found[shard] = done
     return found
+
+
+def _files_intact(output: str, done: ShardCommit, storage: StorageConfig) -> bool:
+    if not done.files:
+        return True
+    if len(done.sizes) != len(done.files):
+        return False
+    fs, root = filesystem(output, storage)
+    infos = fs.get_file_info([f"{root}/{name}" for name in done.files])
+    return all(i.type == pafs.FileType.File and i.size == size for i, size in zip(infos, done.sizes))
+
+
+def committed_files(output: str, stage: str, folder: str, shards: int, storage: StorageConfig) -> list[str]:
+    """The uris of the files under `folder` of every committed shard of `stage`, in shard order:
+    what a reader of the stage's table reads (never a listing, which would also find the files of
+    shards that are not committed, or of an earlier run with more shards)."""
+    done = committed(output, stage, shards, storage)
+    return [join(output, name) for shard in sorted(done) for name in done[shard].files_in(folder)]
 
 
 def clear(uri: str, storage: StorageConfig) -> None:

@@ -40,14 +40,16 @@ class ShardedStage:
 
 
 def run_in_shards(
-    stage: ShardedStage, manifest: Dataset, cfg: MineConfig, ledger: ActorHandle
+    stage: ShardedStage, manifest: Dataset, inputs: list[str], cfg: MineConfig, ledger: ActorHandle
 ) -> tuple[dict[int, ShardCommit], int]:
-    """Run the stage's steps over the manifest's uncommitted work shards, `work.shards_per_execution`
-    at a time, under an attempt guard on `ledger`: clear each shard's partial files, write, then
-    commit (with a progress line in the log every `progress_interval_s`). Returns every committed
-    shard of the stage and how many this call processed."""
+    """Run the stage's steps over the manifest's work shards that are not committed from the same
+    `inputs` (a digest per shard, `manifests.shard_digests`), `work.shards_per_execution` at a
+    time, under an attempt guard on `ledger`: clear each shard's earlier files, write, then commit
+    (with a progress line in the log every `progress_interval_s`). Returns every committed shard
+    of the stage and how many this call processed."""
     guard = AttemptGuard(ledger, stage.name, cfg.work.max_attempts)
-    done = commits.committed(cfg.output, stage.name, cfg.work.shards, cfg.storage)
+    committed = commits.committed(cfg.output, stage.name, cfg.work.shards, cfg.storage)
+    done = {k: shard for k, shard in committed.items() if shard.inputs == inputs[k]}
     pending = [k for k in range(cfg.work.shards) if k not in done]
     interval = log_interval(cfg.progress_interval_s, cfg.progress, sys.stdout.isatty())
     with ProgressLog(StageProgress(stage.name, cfg.work.shards, len(done)), interval) as progress:
@@ -64,6 +66,7 @@ def run_in_shards(
             ds.write_datasink(sink)
             for shard in group:
                 done[shard] = sink.shards.get(shard, ShardCommit())
+                done[shard].inputs = inputs[shard]
                 commits.commit(cfg.output, stage.name, shard, done[shard], cfg.storage)
                 progress.rows += done[shard].rows
                 progress.quarantined += sum(done[shard].quarantined.values())

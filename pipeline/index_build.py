@@ -22,7 +22,7 @@ import ray
 from core import index as shard_index
 from core.arrow import matrix
 from core.config import IndexConfig
-from core.storage import StorageConfig, filesystem, join, list_files, read_bytes, write_bytes, write_table
+from core.storage import StorageConfig, filesystem, join, read_bytes, write_bytes, write_table
 
 PAYLOAD_COLUMNS = ["crop_id", "image_id", "box", "embedding", "caption_embedding"]
 MAX_MANIFEST_BYTES = 64 * 2**20
@@ -121,11 +121,13 @@ def finished(index_dir: str, source: str, storage: StorageConfig) -> shard_index
     return manifest if manifest.source == source and present else None
 
 
-def build(crops_dir: str, index_dir: str, cfg: IndexConfig, storage: StorageConfig) -> shard_index.IndexManifest:
-    """Pick the index type, train its template once, build every shard (one Ray task each) and
-    write `manifest.json` last; or return the finished index built from the same crop files
-    and settings (see `finished`)."""
-    files = list_files(crops_dir, storage, ".parquet")
+def build(
+    crops_dir: str, files: list[str], index_dir: str, cfg: IndexConfig, storage: StorageConfig
+) -> shard_index.IndexManifest:
+    """Index the crop Parquet `files` (the committed ones, `commits.committed_files`; their names
+    are recorded relative to `crops_dir`): pick the index type, train its template once, build
+    every shard (one Ray task each) and write `manifest.json` last; or return the finished index
+    built from the same crop files and settings (see `finished`)."""
     source = source_fingerprint(crops_dir, files, cfg, storage)
     if manifest := finished(index_dir, source, storage):
         print(f"[lookbook-miner] index: {index_dir} is up to date with the crop files, kept", flush=True)

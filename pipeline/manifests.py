@@ -3,9 +3,11 @@ shard, and the checks that run before any compute (columns, null and duplicate i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -131,8 +133,26 @@ def _repeated_ids(id_column: str, limit: int, *blocks: pa.Table) -> list[tuple[s
     return [(row["values"], row["counts"]) for row in repeated.to_pylist()]
 
 
-def read_parquet_dir(uri: str, storage: StorageConfig) -> Dataset:
-    """A folder of Parquet files written by a SplitParquetSink, as a dataset (the `shard=K`
-    folder names are not read as a column)."""
-    fs, path = filesystem(uri, storage)
-    return ray.data.read_parquet(path, filesystem=fs, partitioning=None)
+def shard_digests(ds: Dataset, shards: int, salt: str = "") -> list[str]:
+    """Per work shard of a manifest dataset (`read_manifest`), a digest of its rows (every column
+    but the shard, in any order) and of `salt`: what a commit marker records, so that a shard whose
+    input rows changed (rows added, removed or edited) is redone and the others are kept. One
+    streaming pass; each batch sends the driver only a (shards,) XOR of row hashes and counts."""
+    xor, rows = np.zeros(shards, np.uint64), np.zeros(shards, np.int64)
+    for part in ds.map_batches(_hashes_by_shard, fn_kwargs={"shards": shards}, batch_format="pyarrow").iter_batches():
+        xor ^= np.bitwise_xor.reduce(part["xor"], axis=0)
+        rows += part["rows"].sum(axis=0)
+    return [hashlib.sha256(f"{salt}|{rows[k]}|{xor[k]:016x}".encode()).hexdigest()[:32] for k in range(shards)]
+
+
+def _hashes_by_shard(batch: pa.Table, shards: int) -> dict[str, np.ndarray]:
+    columns = [c for c in sorted(batch.column_names) if c != SHARD]
+    values = zip(*(batch[c].to_pylist() for c in columns))
+    hashes = np.array(
+        [int.from_bytes(hashlib.blake2b("\0".join(v).encode(), digest_size=8).digest(), "big") for v in values],
+        dtype=np.uint64,
+    )
+    shard = batch[SHARD].to_numpy()
+    xor, rows = np.zeros(shards, np.uint64), np.bincount(shard, minlength=shards)
+    np.bitwise_xor.at(xor, shard, hashes)
+    return {"xor": xor[None, :], "rows": rows[None, :]}

@@ -84,8 +84,9 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
                     metrics.count_each(metrics.QUARANTINED, "reason", reasons[bad], stage=self.stage)
         for (shard, folder), tables in parts.items():
             relative = f"{shard_dir(folder, shard)}/part-{ctx.task_idx:06d}.parquet"
-            write_table(pa.concat_tables(tables), join(self.output, relative), self.storage)
+            size = write_table(pa.concat_tables(tables), join(self.output, relative), self.storage)
             done[shard].files.append(relative)
+            done[shard].sizes.append(size)
         metrics.record_steps(self.stage, type(self).__name__, {WRITE: time.perf_counter() - start})
         return dict(done)
 
@@ -111,6 +112,7 @@ class SplitParquetSink(Datasink[dict[int, ShardCommit]]):
                 _add(total.quarantined, counts.quarantined)
                 _add(total.by_value, counts.by_value)
                 total.files.extend(counts.files)
+                total.sizes.extend(counts.sizes)
 
 
 def _add(totals: dict[str, int], values) -> None:

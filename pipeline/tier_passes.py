@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import ray
 from ray.data import Dataset
 
 from core import tiering
 from core.config import MineConfig, ScoringConfig, TierConfig
-from core.schemas import GARMENT_IDS, PAIRS, PAIRS_DIR, SCORED_DIR, TIERING
-from core.storage import join
+from core.schemas import GARMENT_IDS, GARMENTS, PAIRS, PAIRS_DIR, SCORED_DIR, TIERING
+from core.storage import filesystem, join
 from pipeline import commits, metrics
 from pipeline.commits import ShardCommit
-from pipeline.manifests import read_parquet_dir
 from pipeline.sink import SplitParquetSink
 
 
@@ -85,10 +85,15 @@ def assign(batch: pa.Table, cfg: TierConfig, cutoffs: list[tiering.Cutoff | None
 
 
 def tier_pairs(cfg: MineConfig) -> ShardCommit:
-    """Tier every scored garment of the run (cheap: no model runs), replacing any earlier pairs."""
-    scored = read_parquet_dir(join(cfg.output, SCORED_DIR), cfg.storage)
-    cutoffs = count_cutoffs(scored, cfg.tiers, cfg.scoring) if cfg.tiers.mode == "count" else None
+    """Tier every scored garment of the run's committed shards (cheap: no model runs), replacing
+    any earlier pairs."""
     commits.clear(join(cfg.output, PAIRS_DIR), cfg.storage)
+    files = commits.committed_files(cfg.output, GARMENTS, SCORED_DIR, cfg.work.shards, cfg.storage)
+    if not files:  # no garment was scored (all quarantined, or none given)
+        return ShardCommit()
+    fs = filesystem(cfg.output, cfg.storage)[0]
+    scored = ray.data.read_parquet([filesystem(f, cfg.storage)[1] for f in files], filesystem=fs, partitioning=None)
+    cutoffs = count_cutoffs(scored, cfg.tiers, cfg.scoring) if cfg.tiers.mode == "count" else None
     sink = SplitParquetSink(
         cfg.output, PAIRS_DIR, PAIRS, TIERING, *GARMENT_IDS, cfg.storage, count_by="tier", value_metric=metrics.PAIRS
     )

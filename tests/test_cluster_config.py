@@ -48,3 +48,16 @@ def test_every_node_starts_with_token_auth_and_the_token(cluster):
     starts = [*cluster["head_start_ray_commands"], *cluster["worker_start_ray_commands"]]
     assert all("RAY_AUTH_MODE=token ray start" in c for c in starts if "ray start" in c)
     assert cluster["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+
+
+def test_only_ssh_is_reachable_from_outside_the_cluster(cluster):
+    """#13, item 13: every node's metrics port (8080) listens on all interfaces without auth."""
+    from ray.autoscaler._private.aws.config import _create_default_inbound_rules
+
+    group = cluster["provider"]["security_group"]
+    rules = _create_default_inbound_rules({"sg-lookbook-miner"}, group["IpPermissions"])  # what `ray up` opens
+    from_outside = [r for r in rules if r.get("IpRanges") or r.get("Ipv6Ranges") or r.get("PrefixListIds")]
+    assert [(r["FromPort"], r["ToPort"]) for r in from_outside] == [(22, 22)]
+    assert group["GroupName"] and not any(
+        "SecurityGroupIds" in n["node_config"] for n in cluster["available_node_types"].values()
+    )

@@ -174,3 +174,16 @@ def test_models_used_names_the_models_a_run_loads() -> None:
     assert set(models_used(load_config([*REQUIRED, "detector.enabled=false"]))) == {"embedder"}
     generative = models_used(load_config([*REQUIRED, "captioner.kind=generative", "captioner.model.spec=org/blip"]))
     assert generative["captioner"] == {"spec": "org/blip", "sha256": "", "note": ""}
+
+
+def test_the_submission_id_follows_the_manifests(tmp_path) -> None:
+    """#13, item 6: rows appended to a manifest were refused as already SUCCEEDED."""
+    from jobs.submit import submission_id
+
+    manifest = tmp_path / "lookbook.csv"
+    manifest.write_text("image_id,uri\na,/a.jpg\n")
+    args = [f"lookbook={manifest}", f"garments={manifest}", f"output={tmp_path / 'out'}"]
+    first = submission_id(args)
+    assert submission_id(args) == first
+    manifest.write_text("image_id,uri\na,/a.jpg\nb,/b.jpg\n")
+    assert submission_id(args) != first

@@ -521,6 +521,10 @@ def _crop_files(root, rng: np.random.Generator, sizes: list[int], dim: int) -> n
     return vectors
 
 
+def parquet_files(folder) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*.parquet"))
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize(("factory", "train_sample"), [("auto", 100_000), ("IVF8,Flat", 300)])
 def test_build_on_ray_matches_exact(local_ray, tmp_path, monkeypatch, factory: str, train_sample: int) -> None:
@@ -535,7 +539,9 @@ def test_build_on_ray_matches_exact(local_ray, tmp_path, monkeypatch, factory: s
     queries = _clustered(rng, 9, 16)
     cfg = IndexConfig(shards=3, factory=factory, train_sample=train_sample, use_gpu="off")
     cfg.nprobe = 8 if factory != "auto" else None
-    manifest = build(str(tmp_path / "crops"), str(tmp_path / "index"), cfg, StorageConfig())
+    manifest = build(
+        str(tmp_path / "crops"), parquet_files(tmp_path / "crops"), str(tmp_path / "index"), cfg, StorageConfig()
+    )
     assert manifest.rows == 500 and manifest.dim == 16 and len(manifest.shards) == 3
     assert [(s.id_start, s.id_end) for s in manifest.shards] == [(0, 166), (166, 333), (333, 500)]
     on_disk = IndexManifest.from_json((tmp_path / "index" / "manifest.json").read_text())
@@ -568,7 +574,12 @@ def test_an_empty_index_leaves_every_garment_unmatched(local_ray, tmp_path) -> N
 
     (tmp_path / "crops").mkdir()
     cfg = IndexConfig(use_gpu="off")
-    assert build(str(tmp_path / "crops"), str(tmp_path / "index"), cfg, StorageConfig()).rows == 0
+    assert (
+        build(
+            str(tmp_path / "crops"), parquet_files(tmp_path / "crops"), str(tmp_path / "index"), cfg, StorageConfig()
+        ).rows
+        == 0
+    )
     scorer = GarmentScorer(str(tmp_path / "index"), ScoringConfig(top_k=5), cfg, StorageConfig())
     n, dim = 3, 16
     garments = {
@@ -597,7 +608,7 @@ def test_build_refuses_a_corrupted_shard(local_ray, tmp_path) -> None:
 
     _crop_files(tmp_path / "crops", np.random.default_rng(10), [40, 30], 8)
     cfg = IndexConfig(shards=2, factory="Flat", use_gpu="off")
-    build(str(tmp_path / "crops"), str(tmp_path / "index"), cfg, StorageConfig())
+    build(str(tmp_path / "crops"), parquet_files(tmp_path / "crops"), str(tmp_path / "index"), cfg, StorageConfig())
     shard = tmp_path / "index" / "shard-00001.faiss"
     data = bytearray(shard.read_bytes())
     data[-5] ^= 0x01
@@ -615,16 +626,19 @@ def test_build_keeps_an_index_of_the_same_crop_files_and_settings(local_ray, tmp
     crops, index, storage = tmp_path / "crops", tmp_path / "index", StorageConfig()
     _crop_files(crops, np.random.default_rng(11), [40, 30], 8)
     cfg = IndexConfig(shards=2, factory="Flat", use_gpu="off")
-    first = build(str(crops), str(index), cfg, storage)
+    first = build(str(crops), parquet_files(crops), str(index), cfg, storage)
     shard = index / first.shards[0].index_file
     built_at = shard.stat().st_mtime_ns
-    assert build(str(crops), str(index), cfg, storage) == first and shard.stat().st_mtime_ns == built_at
+    assert (
+        build(str(crops), parquet_files(crops), str(index), cfg, storage) == first
+        and shard.stat().st_mtime_ns == built_at
+    )
 
     cfg.shards = 1  # other settings: rebuilt
-    assert len(build(str(crops), str(index), cfg, storage).shards) == 1
+    assert len(build(str(crops), parquet_files(crops), str(index), cfg, storage).shards) == 1
     rewritten = crops / "part-001.parquet"  # a redone work shard rewrites its crop files
     pq.write_table(pq.read_table(rewritten).slice(0, 10), rewritten)
-    assert build(str(crops), str(index), cfg, storage).rows == 50
+    assert build(str(crops), parquet_files(crops), str(index), cfg, storage).rows == 50
     (index / "shard-00000.faiss").unlink()  # a lost shard file: rebuilt
-    rebuilt = build(str(crops), str(index), cfg, storage)
+    rebuilt = build(str(crops), parquet_files(crops), str(index), cfg, storage)
     assert (index / "shard-00000.faiss").exists() and rebuilt.rows == 50

@@ -113,3 +113,26 @@ def test_killed_driver_resumes_without_recomputing(args, clean_run, tmp_path):
     resumed = mine.main([*args, f"output={output}"])
     assert resumed["work_shards"]["lookbook_processed"] == SHARDS - committed_before
     assert_same_pairs(pairs(output), clean_run[2])
+
+
+def test_rows_added_to_a_manifest_are_mined_and_the_other_shards_kept(args, sample, local_ray, tmp_path):
+    """#13, item 6: rows appended to a finished run's manifest were skipped (their shards were
+    committed) while summary.json looked complete."""
+    table = pq.read_table(sample.lookbook_path)
+    manifest, output = tmp_path / "lookbook.parquet", tmp_path / "out"
+    pq.write_table(table.slice(0, table.num_rows - 3), manifest)
+    run = [*args, f"lookbook={manifest}", f"output={output}"]
+    mine.main(run)
+    pq.write_table(table, manifest)  # three rows appended
+    again = mine.main(run)
+    added = table["image_id"].to_pylist()[-3:]
+    changed = set(commits.shard_of(np.array(added, dtype=object), SHARDS).tolist())
+    assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": len(changed), "garments_processed": SHARDS}
+    crops = set(pq.read_table(output / schemas.CROPS_DIR, partitioning=None)["image_id"].to_pylist())
+    quarantined = set(pq.read_table(output / schemas.QUARANTINE_DIR / "lookbook", partitioning=None)["id"].to_pylist())
+    assert crops | quarantined == set(table["image_id"].to_pylist()) and not crops & quarantined
+    assert (
+        again["counts"]["index_rows"]
+        == again["counts"]["crops"]
+        == len(pq.read_table(output / schemas.CROPS_DIR, partitioning=None))
+    )
