@@ -36,7 +36,7 @@ def decode_images(batch: Batch, cfg: DecodeConfig, storage: StorageConfig) -> Ba
     batch["image"] = objects([d.pixels for d in decoded])
     batch["width"] = np.array([d.width for d in decoded], np.int32)
     batch["height"] = np.array([d.height for d in decoded], np.int32)
-    batch["scale"] = np.array([d.scale for d in decoded], np.float32)
+    batch["scale"] = np.array([d.scale for d in decoded], np.float32).reshape(-1, 2)
     batch[REASON] = np.array([d.reason for d in decoded], dtype=object)
     batch[ERROR] = np.array([d.error for d in decoded], dtype=object)
     return batch

@@ -57,7 +57,7 @@ def crop_rows(row: dict, detections: tuple[np.ndarray, np.ndarray, np.ndarray], 
     Boxes in the output are in original-image pixels; `crop` pixels come from the decoded,
     possibly downscaled image and are downscaled to fit `crop_max_side`.
     """
-    image, scale = row["image"], float(row["scale"])
+    image, scale = row["image"], np.tile(np.asarray(row["scale"], np.float32), 2)  # x0, y0, x1, y1 factors
     width, height = int(row["width"]), int(row["height"])
     found, scores, classes = detections
     keep = boxes.select_boxes(found / scale, scores, cfg.min_score, cfg.max_crops, cfg.min_box_side)

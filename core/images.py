@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 import sys
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.config import DecodeConfig
 
@@ -29,14 +28,16 @@ WORKER_CRASH = "worker_crash"  # the row killed its worker process work.max_atte
 class Decoded:
     """A decoded RGB image, or the reason it could not be decoded.
 
-    `pixels` is (h, w, 3) uint8, downscaled so that max(h, w) <= max_side; `scale` = h / height
-    maps original-pixel boxes to `pixels`. On failure `pixels` is (0, 0, 3) and `reason` is set.
+    `pixels` is (h, w, 3) uint8, upright (EXIF orientation applied) and downscaled so that
+    max(h, w) <= max_side; `width` x `height` is the upright original size, the frame every box is
+    reported in; `scale` = (w / width, h / height) maps its x and y to `pixels`. On failure
+    `pixels` is (0, 0, 3) and `reason` is set.
     """
 
     pixels: np.ndarray
     width: int = 0
     height: int = 0
-    scale: float = 1.0
+    scale: tuple[float, float] = (1.0, 1.0)
     reason: str = ""
     error: str = ""
 
@@ -55,27 +56,47 @@ def pillow_open():
     return getattr(patches, "_image_open", Image.open)
 
 
+# First bytes of formats a manifest may hold but `decode.formats` may leave out: named in the error
+# of a file that no allowed format's parser accepts (those parsers are the only ones that run).
+MAGIC = {b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\x89PNG": "PNG",
+         b"\xff\xd8\xff": "JPEG", b"RIFF": "WEBP", b"8BPS": "PSD", b"\x00\x00\x01\x00": "ICO"}  # fmt: skip
+EXIF_ORIENTATION = 0x0112
+SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image a quarter
+
+
 def decode(data: bytes, limits: DecodeConfig) -> Decoded:
-    """Decode `data` within `limits`: format allow-list, declared pixel count checked before
-    decoding (decompression bombs), truncated files refused, minimum side enforced."""
+    """Decode `data` within `limits`: only the parsers of `limits.formats` run, the declared pixel
+    count is checked before decoding (decompression bombs; `max_pixels` is the one limit, Pillow's
+    own is off), truncated files are refused, and the minimum side is enforced. EXIF
+    orientation is applied; 16-bit grey levels are scaled to 8 bits, not clipped."""
     if not data:
         return failed(DECODE_ERROR, "empty file (0 bytes)")
+    Image.MAX_IMAGE_PIXELS = None  # Pillow's check, at the same point as the one below, would add a second limit
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = pillow_open()(io.BytesIO(data))
-            if image.format not in limits.formats:
-                return failed(UNSUPPORTED_FORMAT, f"format {image.format} is not in {limits.formats}")
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                return failed(DECOMPRESSION_BOMB, f"declares {width}x{height} pixels > {limits.max_pixels}")
-            if min(width, height) < limits.min_side:
-                return failed(TOO_SMALL, f"{width}x{height} has a side < {limits.min_side}")
-            image.draft("RGB", (limits.max_side, limits.max_side))
-            image = image.convert("RGB")
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        return failed(DECOMPRESSION_BOMB, str(exc))
+        image = pillow_open()(io.BytesIO(data), formats=list(limits.formats))
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            return failed(DECOMPRESSION_BOMB, f"declares {width}x{height} pixels > {limits.max_pixels}")
+        if min(width, height) < limits.min_side:
+            return failed(TOO_SMALL, f"{width}x{height} has a side < {limits.min_side}")
+        if image.getexif().get(EXIF_ORIENTATION, 1) in SWAPS_SIDES:
+            width, height = height, width
+        image.draft("RGB", (limits.max_side, limits.max_side))
+        image = _rgb(ImageOps.exif_transpose(image))
+    except UnidentifiedImageError:
+        found = next((name for magic, name in MAGIC.items() if data.startswith(magic)), None)
+        if found and found not in limits.formats:
+            return failed(UNSUPPORTED_FORMAT, f"format {found} is not in {limits.formats}")
+        return failed(DECODE_ERROR, f"not an image of the formats {limits.formats}")
     except Exception as exc:  # any decoder failure (plugins raise their own types) is a bad file
         return failed(DECODE_ERROR, f"{type(exc).__name__}: {exc}")
     image.thumbnail((limits.max_side, limits.max_side), Image.Resampling.BILINEAR)
-    return Decoded(pixels=np.asarray(image), width=width, height=height, scale=image.height / height)
+    return Decoded(np.asarray(image), width, height, (image.width / width, image.height / height))
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB; 16- and 32-bit integer grey levels (mode I;16*, I) are scaled from 16 bits."""
+    if image.mode.startswith("I"):
+        grey = np.asarray(image).astype(np.uint32) >> 8
+        image = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")

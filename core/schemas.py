@@ -17,7 +17,7 @@ CROPS_DIR, INDEX_DIR, SCORED_DIR, PAIRS_DIR, QUARANTINE_DIR = "crops", "index", 
 LOOKBOOK, GARMENTS, TIERING = "lookbook", "garments", "tiering"
 GARMENT_IDS = ("garment_id", "garment_uri")  # id and uri columns of scored garment rows
 
-BOX = pa.list_(pa.float32(), 4)  # [x0, y0, x1, y1] in pixels of the original image
+BOX = pa.list_(pa.float32(), 4)  # [x0, y0, x1, y1] in pixels of the original image, upright (EXIF applied)
 
 QUARANTINE = pa.schema(
     [

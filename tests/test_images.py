@@ -41,7 +41,7 @@ def test_good_png_is_exact_when_small_enough() -> None:
     pixels = _halves(120, 80)
     result = decode(_encode(pixels, "PNG"), LIMITS)
     assert result.reason == "" and result.error == ""
-    assert (result.width, result.height, result.scale) == (120, 80, 1.0)
+    assert (result.width, result.height, result.scale) == (120, 80, (1.0, 1.0))
     np.testing.assert_array_equal(result.pixels, pixels)
 
 
@@ -50,7 +50,7 @@ def test_png_downscaled_to_max_side() -> None:
     assert result.reason == ""
     assert result.pixels.shape == (150, 200, 3) and result.pixels.dtype == np.uint8
     assert (result.width, result.height) == (400, 300)
-    assert result.scale == 150 / 300
+    assert result.scale == (200 / 400, 150 / 300)
     # colours survive away from the seam
     np.testing.assert_array_equal(result.pixels[:, :95], np.broadcast_to([255, 0, 0], (150, 95, 3)))
     np.testing.assert_array_equal(result.pixels[:, 105:], np.broadcast_to([0, 0, 255], (150, 95, 3)))
@@ -62,7 +62,7 @@ def test_portrait_png_and_non_rgb_modes() -> None:
     Image.fromarray(grey).save(buffer, format="PNG")
     result = decode(buffer.getvalue(), LIMITS)
     assert result.pixels.shape == (200, 150, 3)
-    assert result.scale == 200 / 400
+    assert result.scale == (150 / 300, 200 / 400)
     assert (result.pixels == 77).all()
 
     rgba = np.zeros((40, 50, 4), np.uint8)
@@ -80,7 +80,7 @@ def test_good_jpeg_downscaled(width: int, height: int) -> None:
     assert result.reason == ""
     assert result.pixels.shape == (150, 200, 3)
     assert (result.width, result.height) == (width, height)
-    assert result.scale == pytest.approx(150 / height)
+    assert result.scale == pytest.approx((200 / width, 150 / height))
     left, right = result.pixels[:, :90].reshape(-1, 3).mean(0), result.pixels[:, 110:].reshape(-1, 3).mean(0)
     np.testing.assert_allclose(left, [255, 0, 0], atol=6)
     np.testing.assert_allclose(right, [0, 0, 255], atol=6)
@@ -152,3 +152,54 @@ def test_reason_codes_are_the_quarantine_vocabulary() -> None:
         images.TOO_SMALL,
         images.UNSUPPORTED_FORMAT,
     ) == ("decode_error", "decompression_bomb", "too_small", "unsupported_format")
+
+
+def test_exif_orientation_is_applied_and_sizes_are_upright() -> None:
+    """#13, item 10: a phone photo tagged orientation 6 (turn 90 degrees clockwise) was embedded sideways."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(_halves(120, 60), "JPEG", quality=95, exif=exif.tobytes())  # stored landscape
+    result = decode(data, LIMITS)
+    assert (result.width, result.height) == (60, 120) and result.pixels.shape == (120, 60, 3)
+    top, bottom = result.pixels[:50].reshape(-1, 3).mean(0), result.pixels[70:].reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(top, [255, 0, 0], atol=8)  # the stored left half is on top once upright
+    np.testing.assert_allclose(bottom, [0, 0, 255], atol=8)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
+    """#13, item 10: a 16-bit PNG saturated (mean 254 of 255)."""
+    grey = np.full((64, 64), 30000, np.uint16)
+    result = decode(_encode(grey, "PNG"), LIMITS)
+    assert result.reason == "" and abs(float(result.pixels.mean()) - 30000 / 256) < 1
+
+
+def test_a_long_thin_image_gets_a_scale_per_axis() -> None:
+    """#13, item 10: one scale from the height put x-boxes of a 32 x 2,000,000 image off by 49x."""
+    result = decode(_encode(np.zeros((20_000, 40, 3), np.uint8), "PNG"), LIMITS)
+    assert result.pixels.shape == (200, 1, 3)
+    assert result.scale == (1 / 40, 200 / 20_000)
+
+
+def test_max_pixels_is_the_only_pixel_limit() -> None:
+    """#13, item 10: Pillow's own limit (89,478,485 pixels) refused what decode.max_pixels allowed."""
+    allowing = DecodeConfig(max_pixels=400_000_000)
+    result = decode(png_declaring(12_000, 12_000), allowing)  # 144 M pixels declared, then truncated
+    assert result.reason == images.DECODE_ERROR
+    assert decode(png_declaring(12_000, 12_000), DecodeConfig(max_pixels=100_000_000)).reason == (
+        images.DECOMPRESSION_BOMB
+    )
+
+
+def test_only_the_allowed_formats_parsers_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """#13, item 10: Image.open ran every format's parser before the format was refused."""
+    from PIL import GifImagePlugin
+
+    def refuse(self):
+        raise AssertionError("the GIF parser ran")
+
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open", refuse)
+    gif = _encode(np.zeros((40, 40, 3), np.uint8), "PNG").replace(b"\x89PNG", b"GIF8", 1)
+    result = decode(gif, LIMITS)
+    _assert_failed(result, images.UNSUPPORTED_FORMAT)
+    assert "GIF" in result.error
+    _assert_failed(decode(b"not an image at all", LIMITS), images.DECODE_ERROR)

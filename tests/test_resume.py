@@ -74,7 +74,8 @@ def test_lost_shards_are_redone_and_stale_files_dropped(clean_run, args):
     stale = output / schemas.CROPS_DIR / "shard=00002" / "part-999999.parquet"
     stale.write_bytes(b"half-written")
     again = mine.main([*args, f"output={output}"])
-    assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": 1, "garments_processed": 1}
+    # the redone lookbook shard rewrote crop files: the index changed, so every garment is scored again
+    assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": 1, "garments_processed": SHARDS}
     assert not stale.exists()
     assert again["counts"] == first["counts"]
     assert_same_pairs(pairs(output), before)  # the redone shards ran in other batches than in the first run
@@ -90,15 +91,23 @@ def test_changed_config_is_refused(clean_run, args):
     assert pairs(output) == before
 
 
-def test_killed_driver_resumes_without_recomputing(args, clean_run, tmp_path):
+def test_killed_driver_resumes_then_rows_added_to_the_manifest_are_mined(args, sample, clean_run, tmp_path):
     """A real driver process (with its own local Ray) is killed after its first commit; the rerun
-    processes only the shards that were not committed and makes the reference run's pairs."""
-    output = tmp_path / "out"
-    command = [sys.executable, "-m", "jobs.mine", *args, f"output={output}"]
+    processes only the shards that were not committed. Then rows are appended to the manifest
+    (#13, item 6: they were skipped, their shards being committed, while summary.json looked
+    complete): the next run mines the shards they fall in, keeps the others, scores every garment
+    again against the new index, and ends with the reference run's pairs."""
+    table = pq.read_table(sample.lookbook_path)
+    manifest, output = tmp_path / "lookbook.parquet", tmp_path / "out"
+    pq.write_table(table.slice(0, table.num_rows - 3), manifest)
+    run = [*args, f"lookbook={manifest}", f"output={output}"]
     driver = subprocess.Popen(
-        command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "jobs.mine", *run],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    first_marker = output / commits.marker("", "lookbook", 0).lstrip("/")
     markers = output / commits.COMMITS / "lookbook"
     try:
         deadline = time.monotonic() + 300
@@ -109,30 +118,18 @@ def test_killed_driver_resumes_without_recomputing(args, clean_run, tmp_path):
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         driver.wait()
     committed_before = len(list(markers.iterdir()))
-    assert 1 <= committed_before < SHARDS, first_marker
-    resumed = mine.main([*args, f"output={output}"])
+    assert 1 <= committed_before < SHARDS
+    resumed = mine.main(run)
     assert resumed["work_shards"]["lookbook_processed"] == SHARDS - committed_before
-    assert_same_pairs(pairs(output), clean_run[2])
 
-
-def test_rows_added_to_a_manifest_are_mined_and_the_other_shards_kept(args, sample, local_ray, tmp_path):
-    """#13, item 6: rows appended to a finished run's manifest were skipped (their shards were
-    committed) while summary.json looked complete."""
-    table = pq.read_table(sample.lookbook_path)
-    manifest, output = tmp_path / "lookbook.parquet", tmp_path / "out"
-    pq.write_table(table.slice(0, table.num_rows - 3), manifest)
-    run = [*args, f"lookbook={manifest}", f"output={output}"]
-    mine.main(run)
     pq.write_table(table, manifest)  # three rows appended
     again = mine.main(run)
     added = table["image_id"].to_pylist()[-3:]
     changed = set(commits.shard_of(np.array(added, dtype=object), SHARDS).tolist())
     assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": len(changed), "garments_processed": SHARDS}
-    crops = set(pq.read_table(output / schemas.CROPS_DIR, partitioning=None)["image_id"].to_pylist())
+    assert again["counts"]["lookbook_images"] == table.num_rows
+    crops = pq.read_table(output / schemas.CROPS_DIR, partitioning=None)
     quarantined = set(pq.read_table(output / schemas.QUARANTINE_DIR / "lookbook", partitioning=None)["id"].to_pylist())
-    assert crops | quarantined == set(table["image_id"].to_pylist()) and not crops & quarantined
-    assert (
-        again["counts"]["index_rows"]
-        == again["counts"]["crops"]
-        == len(pq.read_table(output / schemas.CROPS_DIR, partitioning=None))
-    )
+    assert set(crops["image_id"].to_pylist()) | quarantined == set(table["image_id"].to_pylist())
+    assert again["counts"]["index_rows"] == again["counts"]["crops"] == crops.num_rows
+    assert_same_pairs(pairs(output), clean_run[2])

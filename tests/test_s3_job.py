@@ -94,3 +94,20 @@ def test_job_reads_and_writes_s3(s3, sample, model_overrides, local_ray, capfd):
 
 def stored_text(client, key: str) -> str:
     return client.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+
+
+def test_s3_reads_stop_at_the_limit(s3, monkeypatch):
+    """#13, item 3: the size check trusted the object's HEAD, which can change before the GET."""
+    from core.storage import StorageConfig, TooLargeError, read_bytes
+
+    for name, value in {**CREDENTIALS, "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    client = s3.client()
+    client.create_bucket(Bucket="limits")
+    client.put_object(Bucket="limits", Key="big.bin", Body=b"x" * 2000)
+    storage = StorageConfig(s3_endpoint=s3.endpoint)
+    assert read_bytes("s3://limits/big.bin", storage, 2000) == b"x" * 2000
+    with pytest.raises(TooLargeError, match="more than the limit of 1000 bytes"):
+        read_bytes("s3://limits/big.bin", storage, 1000)
+    with pytest.raises(FileNotFoundError):
+        read_bytes("s3://limits/none.bin", storage, 1000)

@@ -36,10 +36,9 @@ def held_out(tmp_path_factory, vocab) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cfg():
-    return load_config(
-        [str(CONF_DIR / "demo.yaml"), str(CONF_DIR / "trained.yaml"), "lookbook=x", "garments=x", "output=x"]
-    )
+def cfg(held_out):
+    overlays = [str(CONF_DIR / "demo.yaml"), str(CONF_DIR / "trained.yaml")]
+    return load_config([*overlays, "lookbook=x", "garments=x", "output=x", f"storage.allowed_local_roots=[{held_out}]"])
 
 
 @pytest.fixture(autouse=True)
