@@ -39,7 +39,7 @@ demo: $(MODELS)/.built $(DEMO)/.built
 	$(PY) -m jobs.mine conf/demo.yaml lookbook=$(DEMO)/lookbook.parquet garments=$(DEMO)/garments.parquet output=$(OUT)
 
 test: $(STAMP) $(FMNIST)
-	$(PY) -m pytest -m "not gpu" -q
+	$(PY) -m pytest -m "not gpu" -q --durations=15
 
 # The edit loop: pure and actor tests, no Ray instance (under a minute).
 test-fast: $(STAMP) $(FMNIST)
