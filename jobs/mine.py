@@ -134,10 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         with timed(seconds, "lookbook"):
             crops, lookbook_processed = mine_lookbook(cfg, ledger)
         with timed(seconds, "index"):
-            files = commits.committed_files(cfg.output, LOOKBOOK, CROPS_DIR, cfg.work.shards, cfg.storage)
-            index = index_build.build(
-                join(cfg.output, CROPS_DIR), files, join(cfg.output, INDEX_DIR), cfg.index, cfg.storage
-            )
+            index = index_build.index_run(cfg)
         with timed(seconds, "scoring"):
             scored, garments_processed = score_garments(cfg, ledger, index)
     with timed(seconds, "tiering"):

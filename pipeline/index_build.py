@@ -21,8 +21,10 @@ import ray
 
 from core import index as shard_index
 from core.arrow import matrix
-from core.config import IndexConfig
+from core.config import IndexConfig, MineConfig
+from core.schemas import CROPS_DIR, INDEX_DIR, LOOKBOOK
 from core.storage import StorageConfig, filesystem, join, read_bytes, write_bytes, write_table
+from pipeline import commits
 
 PAYLOAD_COLUMNS = ["crop_id", "image_id", "box", "embedding", "caption_embedding"]
 MAX_MANIFEST_BYTES = 64 * 2**20
@@ -164,3 +166,9 @@ def build(
     manifest.check()
     write_bytes(join(index_dir, shard_index.MANIFEST), manifest.to_json().encode(), storage)
     return manifest
+
+
+def index_run(cfg: MineConfig) -> shard_index.IndexManifest:
+    """`build` over the crop files of the run's committed lookbook shards, into `<output>/index`."""
+    files = commits.committed_files(cfg.output, LOOKBOOK, CROPS_DIR, cfg.work.shards, cfg.storage)
+    return build(join(cfg.output, CROPS_DIR), files, join(cfg.output, INDEX_DIR), cfg.index, cfg.storage)
