@@ -39,12 +39,14 @@ class ShardedSearcher:
         payload = pa.concat_tables(payloads) if payloads else None
         self.id_start = np.array([e.id_start for e in self.manifest.shards], np.int64)
         self.offsets = np.cumsum([0] + [e.rows for e in self.manifest.shards])[:-1]
-        # Every payload array ends with a sentinel row (None / zeros): row -1 means "no candidate".
-        self.crop_id = _with_sentinel(payload, "crop_id", None)
-        self.image_id = _with_sentinel(payload, "image_id", None)
-        self.box = _with_sentinel(payload, "box", None)
-        self.image = _vectors_with_sentinel(payload, "embedding", self.manifest.dim)
-        self.caption = _vectors_with_sentinel(payload, "caption_embedding", self.manifest.dim)
+        # Columnar payload, each column ending with a sentinel row (null / NaN / zeros) that row -1,
+        # "no candidate", reads: Arrow strings, not Python objects; vectors in their stored dtype
+        # (float16 by default), widened only for the rows a batch gathers.
+        self.crop_id = _strings_with_sentinel(payload, "crop_id")
+        self.image_id = _strings_with_sentinel(payload, "image_id")
+        self.box = _vectors_with_sentinel(payload, "box", 4, np.nan)
+        self.image = _vectors_with_sentinel(payload, "embedding", self.manifest.dim, 0.0)
+        self.caption = _vectors_with_sentinel(payload, "caption_embedding", self.manifest.dim, 0.0)
         self.nprobe = cfg.nprobe
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
@@ -56,15 +58,20 @@ class ShardedSearcher:
         shard = np.maximum(np.searchsorted(self.id_start, ids, side="right") - 1, 0)
         return np.where(ids >= 0, self.offsets[shard] + ids - self.id_start[shard], -1) if self.shards else ids
 
+    def strings(self, column: pa.Array, rows: np.ndarray) -> np.ndarray:
+        """The values of a string column at payload `rows` (any shape; -1 gives None), as objects."""
+        taken = column.take(pa.array(np.where(rows < 0, len(column) - 1, rows).ravel()))
+        return taken.to_numpy(zero_copy_only=False).reshape(rows.shape)
 
-def _with_sentinel(payload: pa.Table | None, column: str, fill) -> np.ndarray:
-    values = payload[column].to_pylist() if payload is not None else []
-    return objects([*values, fill])
+
+def _strings_with_sentinel(payload: pa.Table | None, column: str) -> pa.Array:
+    values = payload[column].combine_chunks() if payload is not None else pa.array([], pa.string())
+    return pa.concat_arrays([values, pa.nulls(1, pa.string())])
 
 
-def _vectors_with_sentinel(payload: pa.Table | None, column: str, dim: int) -> np.ndarray:
-    vectors = matrix(payload[column]) if payload is not None else np.zeros((0, dim), np.float32)
-    return np.concatenate([vectors, np.zeros((1, dim), np.float32)])
+def _vectors_with_sentinel(payload: pa.Table | None, column: str, dim: int, fill: float) -> np.ndarray:
+    vectors = matrix(payload[column], widen=False) if payload is not None else np.zeros((0, dim), np.float32)
+    return np.concatenate([vectors, np.full((1, dim), fill, vectors.dtype)])
 
 
 class GarmentScorer:
@@ -91,7 +98,7 @@ class GarmentScorer:
         """The output rows for garments whose candidates are the global crop ids `ids` (b, top_k)."""
         valid = ids >= 0
         rows = self.searcher.rows(np.where(valid, ids, -1))
-        candidates = self.searcher.image[rows], self.searcher.caption[rows]
+        candidates = self.searcher.image[rows].astype(np.float32), self.searcher.caption[rows].astype(np.float32)
         if not self.searcher.shards:  # an empty index (the lookbook gave no crop): no candidate of any width
             candidates = tuple(np.zeros((*rows.shape, batch["embedding"].shape[1]), np.float32) for _ in candidates)
         match = best_match(
@@ -108,16 +115,16 @@ class GarmentScorer:
             "garment_id": batch["image_id"],
             "garment_uri": batch["uri"],
             "garment_caption": batch["caption"],
-            "image_id": self.searcher.image_id[best],
-            "crop_id": self.searcher.crop_id[best],
-            "box": self.searcher.box[best],
+            "image_id": self.searcher.strings(self.searcher.image_id, best),
+            "crop_id": self.searcher.strings(self.searcher.crop_id, best),
+            "box": objects([box if row >= 0 else None for box, row in zip(self.searcher.box[best], best)]),
             "s_vlm": match.s_vlm,
             "s_siglip": match.s_siglip,
             "score": match.score,
             "margin": match.margin,
             "n_candidates": n_candidates,
-            "candidate_crop_ids": _leading(self.searcher.crop_id[rows], n_candidates),
-            "candidate_image_ids": _leading(self.searcher.image_id[rows], n_candidates),
+            "candidate_crop_ids": _leading(self.searcher.strings(self.searcher.crop_id, rows), n_candidates),
+            "candidate_image_ids": _leading(self.searcher.strings(self.searcher.image_id, rows), n_candidates),
             "candidate_s_vlm": _leading(match.candidate_s_vlm, n_candidates),
             "candidate_s_siglip": _leading(match.candidate_s_siglip, n_candidates),
             REASON: batch[REASON],

@@ -28,8 +28,9 @@ def table(columns: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """(n, d) float32 from a fixed-size-list column of length n (float16 storage is widened)."""
+def matrix(column: pa.ChunkedArray | pa.Array, widen: bool = True) -> np.ndarray:
+    """(n, d) array from a fixed-size-list column of length n: float32 (float16 storage widened),
+    or with `widen` false the storage type itself (a float16 payload stays half the size)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     values = array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
-    return values.astype(np.float32, copy=False)
+    return values.astype(np.float32, copy=False) if widen else values

@@ -563,6 +563,31 @@ def test_build_on_ray_matches_exact(local_ray, tmp_path, monkeypatch, factory: s
 
 
 @pytest.mark.ray
+def test_the_searcher_keeps_the_payload_columnar_and_in_its_stored_dtype(local_ray, tmp_path) -> None:
+    """One step of #14: a scorer held every crop's vectors widened to float32 and its ids as Python objects."""
+    from actors.scorer import ShardedSearcher
+    from core.config import IndexConfig
+    from core.storage import StorageConfig
+    from pipeline.index_build import build
+
+    vectors = _crop_files(tmp_path / "crops", np.random.default_rng(3), [30, 20], 8)
+    for path in parquet_files(tmp_path / "crops"):  # as the job stores them: embedding.store_dtype float16
+        table = pq.read_table(path)
+        half = pa.list_(pa.float16(), 8)
+        for name in ("embedding", "caption_embedding"):
+            table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(half))
+        pq.write_table(table, path)
+    cfg = IndexConfig(shards=2, factory="Flat", use_gpu="off")
+    build(str(tmp_path / "crops"), parquet_files(tmp_path / "crops"), str(tmp_path / "index"), cfg, StorageConfig())
+    searcher = ShardedSearcher(str(tmp_path / "index"), cfg, StorageConfig(), k=5)
+    assert searcher.image.dtype == searcher.caption.dtype == np.float16 and searcher.image.shape == (51, 8)
+    assert isinstance(searcher.crop_id, pa.Array) and isinstance(searcher.image_id, pa.Array)
+    rows = searcher.rows(np.array([[0, 49, -1]]))
+    assert searcher.strings(searcher.crop_id, rows).tolist() == [["c0", "c49", None]]
+    np.testing.assert_allclose(searcher.image[rows[0, :2]], vectors[[0, 49]], atol=1e-3)
+
+
+@pytest.mark.ray
 def test_an_empty_index_leaves_every_garment_unmatched(local_ray, tmp_path) -> None:
     """#13, item 9: a lookbook that gave no crop crashed the scorer (zero-width payload)."""
     from actors.scorer import GarmentScorer
