@@ -126,7 +126,7 @@ def filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
         return fs, uri.removeprefix(S3_SCHEME)
     if "://" in uri.removeprefix(FILE_SCHEME):
         raise ValueError(f"unsupported URI scheme in {redact(uri)!r}: use a local path, file:// or s3://bucket/key")
-    return pafs.LocalFileSystem(), str(Path(uri.removeprefix(FILE_SCHEME)).expanduser().resolve())
+    return pafs.LocalFileSystem(), str(local_path(uri))
 
 
 def join(base: str, *parts: str) -> str:

@@ -134,11 +134,11 @@ def main(argv: list[str] | None = None) -> dict:
         with timed(seconds, "lookbook"):
             crops, lookbook_processed = mine_lookbook(cfg, ledger)
         with timed(seconds, "index"):
-            index = index_build.index_run(cfg)
+            index = index_build.index_run(cfg, crops)
         with timed(seconds, "scoring"):
             scored, garments_processed = score_garments(cfg, ledger, index)
     with timed(seconds, "tiering"):
-        tiers = tier_pairs(cfg)
+        tiers = tier_pairs(cfg, scored)
     (crop_rows, lookbook_quarantine), (scored_rows, garment_quarantine) = totals(crops), totals(scored)
     counts.update(crops=crop_rows, index_rows=index.rows, index_shards=len(index.shards), garments_scored=scored_rows)
     processed = {"lookbook_processed": lookbook_processed, "garments_processed": garments_processed}

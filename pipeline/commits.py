@@ -93,11 +93,11 @@ def _files_intact(output: str, done: ShardCommit, storage: StorageConfig) -> boo
     return all(i.type == pafs.FileType.File and i.size == size for i, size in zip(infos, done.sizes))
 
 
-def committed_files(output: str, stage: str, folder: str, shards: int, storage: StorageConfig) -> list[str]:
-    """The uris of the files under `folder` of every committed shard of `stage`, in shard order:
-    what a reader of the stage's table reads (never a listing, which would also find the files of
-    shards that are not committed, or of an earlier run with more shards)."""
-    done = committed(output, stage, shards, storage)
+def shard_files(output: str, done: dict[int, ShardCommit], folder: str) -> list[str]:
+    """The uris of the files under `folder` of the committed shards `done` (`committed`, or what
+    the stage executor returns), in shard order: what a reader of the stage's table reads (never a
+    listing, which would also find the files of shards that are not committed, or of an earlier
+    run with more shards)."""
     return [join(output, name) for shard in sorted(done) for name in done[shard].files_in(folder)]
 
 

@@ -22,9 +22,10 @@ import ray
 from core import index as shard_index
 from core.arrow import matrix
 from core.config import IndexConfig, MineConfig
-from core.schemas import CROPS_DIR, INDEX_DIR, LOOKBOOK
+from core.schemas import CROPS_DIR, INDEX_DIR
 from core.storage import StorageConfig, filesystem, join, read_bytes, write_bytes, write_table
 from pipeline import commits
+from pipeline.commits import ShardCommit
 
 PAYLOAD_COLUMNS = ["crop_id", "image_id", "box", "embedding", "caption_embedding"]
 MAX_MANIFEST_BYTES = 64 * 2**20
@@ -126,7 +127,7 @@ def finished(index_dir: str, source: str, storage: StorageConfig) -> shard_index
 def build(
     crops_dir: str, files: list[str], index_dir: str, cfg: IndexConfig, storage: StorageConfig
 ) -> shard_index.IndexManifest:
-    """Index the crop Parquet `files` (the committed ones, `commits.committed_files`; their names
+    """Index the crop Parquet `files` (the committed ones, `commits.shard_files`; their names
     are recorded relative to `crops_dir`): pick the index type, train its template once, build
     every shard (one Ray task each) and write `manifest.json` last; or return the finished index
     built from the same crop files and settings (see `finished`)."""
@@ -168,7 +169,7 @@ def build(
     return manifest
 
 
-def index_run(cfg: MineConfig) -> shard_index.IndexManifest:
-    """`build` over the crop files of the run's committed lookbook shards, into `<output>/index`."""
-    files = commits.committed_files(cfg.output, LOOKBOOK, CROPS_DIR, cfg.work.shards, cfg.storage)
+def index_run(cfg: MineConfig, crops: dict[int, ShardCommit]) -> shard_index.IndexManifest:
+    """`build` over the crop files of the run's committed lookbook shards `crops`, into `<output>/index`."""
+    files = commits.shard_files(cfg.output, crops, CROPS_DIR)
     return build(join(cfg.output, CROPS_DIR), files, join(cfg.output, INDEX_DIR), cfg.index, cfg.storage)

@@ -14,7 +14,7 @@ from ray.data import Dataset
 
 from core import tiering
 from core.config import MineConfig, ScoringConfig, TierConfig
-from core.schemas import GARMENT_IDS, GARMENTS, PAIRS, PAIRS_DIR, SCORED_DIR, TIERING
+from core.schemas import GARMENT_IDS, PAIRS, PAIRS_DIR, SCORED_DIR, TIERING
 from core.storage import filesystem, join
 from pipeline import commits, metrics
 from pipeline.commits import ShardCommit
@@ -84,11 +84,11 @@ def assign(batch: pa.Table, cfg: TierConfig, cutoffs: list[tiering.Cutoff | None
     return batch.append_column("tier", pa.array(tiers.tolist(), pa.string()))
 
 
-def tier_pairs(cfg: MineConfig) -> ShardCommit:
-    """Tier every scored garment of the run's committed shards (cheap: no model runs), replacing
+def tier_pairs(cfg: MineConfig, scored: dict[int, ShardCommit]) -> ShardCommit:
+    """Tier every scored garment of the committed garment shards `scored` (cheap: no model runs), replacing
     any earlier pairs."""
     commits.clear(join(cfg.output, PAIRS_DIR), cfg.storage)
-    files = commits.committed_files(cfg.output, GARMENTS, SCORED_DIR, cfg.work.shards, cfg.storage)
+    files = commits.shard_files(cfg.output, scored, SCORED_DIR)
     if not files:  # no garment was scored (all quarantined, or none given)
         return ShardCommit()
     fs = filesystem(cfg.output, cfg.storage)[0]

@@ -71,9 +71,10 @@ def test_readers_get_exactly_the_files_of_committed_shards(tmp_path):
     write_shard(tmp_path, "lookbook", 1)
     write_bytes(str(tmp_path / "crops" / "shard=00007" / "part-000000.parquet"), b"stale", STORAGE)
     write_bytes(str(tmp_path / "crops" / "shard=00001" / "part-000009.parquet"), b"half-written", STORAGE)
-    files = commits.committed_files(str(tmp_path), "lookbook", "crops", 2, STORAGE)
+    done = commits.committed(str(tmp_path), "lookbook", 2, STORAGE)
+    files = commits.shard_files(str(tmp_path), done, "crops")
     assert files == [str(tmp_path / f"crops/shard=0000{k}/part-000000.parquet") for k in (0, 1)]
-    assert commits.committed_files(str(tmp_path), "lookbook", "quarantine/lookbook", 2, STORAGE) == []
+    assert commits.shard_files(str(tmp_path), done, "quarantine/lookbook") == []
 
 
 def test_local_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
