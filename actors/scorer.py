@@ -1,136 +1,104 @@
-"""Scoring garments against the sharded crop index: best lookbook match per garment, with margin."""
+"""Scoring garments against the sharded crop index: one actor pool per index shard adds that
+shard's candidates to each garment, then `best_match` keeps the best of them, with its margin."""
 
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from core import index as shard_index
-from core.arrow import matrix
 from core.batches import Batch, good_rows, objects
+from core.candidates import Candidates
 from core.config import IndexConfig, ScoringConfig
+from core.payload import Payload
 from core.schemas import ERROR, REASON, SHARD
-from core.scoring import best_match
+from core.scoring import best_candidate
 from core.steps import FORWARD, POSTPROCESS, StepTimer
-from core.storage import StorageConfig, filesystem, join
+from core.storage import StorageConfig, join, local_copy
 
 
-class ShardedSearcher:
-    """All shards of an index folder, loaded once: exact top-k across shards (`k` at most, which
-    with the nprobe decides whether a shard may move to a GPU), and the payload (crop ids, boxes,
-    image and caption embeddings) of any global id."""
+class IndexShardSearcher:
+    """Index shard `shard` of the index under `index_dir`, memory-mapped from local files (copies
+    under `cfg.local_cache` when the index is remote): its top-k crops by image cosine, and their
+    payload (crop and image ids, boxes, caption embeddings). A process holds its own copy only of
+    the index's quantizer and the payload's ids; the vectors stay in the shared page cache."""
 
-    def __init__(self, index_dir: str, cfg: IndexConfig, storage: StorageConfig, k: int):
-        fs, path = filesystem(join(index_dir, shard_index.MANIFEST), storage)
-        with fs.open_input_stream(path) as f:
-            self.manifest = shard_index.IndexManifest.from_json(f.read().decode())
-        self.shards = []
-        payloads = []
-        for entry in self.manifest.shards:
-            fs, path = filesystem(join(index_dir, entry.index_file), storage)
-            with fs.open_input_stream(path) as f:
-                data = f.read()
-            index = shard_index.deserialize(data, entry.sha256, entry.index_file)
-            nprobe = cfg.nprobe or self.manifest.nprobe
-            self.shards.append(shard_index.to_gpu_if_available(index, cfg.use_gpu, k, nprobe))
-            fs, path = filesystem(join(index_dir, entry.payload_file), storage)
-            payloads.append(pq.read_table(path, filesystem=fs))
-        payload = pa.concat_tables(payloads) if payloads else None
-        self.id_start = np.array([e.id_start for e in self.manifest.shards], np.int64)
-        self.offsets = np.cumsum([0] + [e.rows for e in self.manifest.shards])[:-1]
-        # Columnar payload, each column ending with a sentinel row (null / NaN / zeros) that row -1,
-        # "no candidate", reads: Arrow strings, not Python objects; vectors in their stored dtype
-        # (float16 by default), widened only for the rows a batch gathers.
-        self.crop_id = _strings_with_sentinel(payload, "crop_id")
-        self.image_id = _strings_with_sentinel(payload, "image_id")
-        self.box = _vectors_with_sentinel(payload, "box", 4, np.nan)
-        self.image = _vectors_with_sentinel(payload, "embedding", self.manifest.dim, 0.0)
-        self.caption = _vectors_with_sentinel(payload, "caption_embedding", self.manifest.dim, 0.0)
-        self.nprobe = cfg.nprobe
+    def __init__(self, index_dir: str, shard: int, cfg: IndexConfig, storage: StorageConfig, k: int):
+        manifest = shard_index.load_manifest(index_dir, storage)
+        entry = manifest.shards[shard]
+        local = local_copy(join(index_dir, entry.index_file), cfg.local_cache, storage)
+        index = shard_index.read_mapped(local, entry.sha256, entry.index_file, manifest.index_type)
+        self.nprobe = cfg.nprobe or manifest.nprobe or None
+        self.index = shard_index.to_gpu_if_available(index, cfg.use_gpu, k, self.nprobe)
+        self.payload = Payload(local_copy(join(index_dir, entry.payload_file), cfg.local_cache, storage))
 
-    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
-        """(n, k) global ids of the nearest crops by image cosine, -1 where fewer exist."""
-        return shard_index.search_shards(self.shards, queries, k, self.nprobe)[1]
-
-    def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Payload row of each global id (shard offset + id - shard id_start); -1 for id -1."""
-        shard = np.maximum(np.searchsorted(self.id_start, ids, side="right") - 1, 0)
-        return np.where(ids >= 0, self.offsets[shard] + ids - self.id_start[shard], -1) if self.shards else ids
-
-    def strings(self, column: pa.Array, rows: np.ndarray) -> np.ndarray:
-        """The values of a string column at payload `rows` (any shape; -1 gives None), as objects."""
-        taken = column.take(pa.array(np.where(rows < 0, len(column) - 1, rows).ravel()))
-        return taken.to_numpy(zero_copy_only=False).reshape(rows.shape)
+    def candidates(self, image: np.ndarray, caption: np.ndarray, k: int) -> Candidates:
+        """This shard's top-k crops for garments with (b, dim) unit `image` and `caption` embeddings."""
+        found = Candidates.none(len(image), k)
+        if not len(self.payload) or not len(image):
+            return found
+        scores, ids = shard_index.search(self.index, image, k, self.nprobe)
+        rows = self.payload.rows(ids)
+        s_vlm = np.einsum("bd,bkd->bk", caption, self.payload.captions(rows), dtype=np.float32)
+        return Candidates(
+            ids=np.where(rows >= 0, ids, -1),
+            s_siglip=np.where(rows >= 0, scores, -np.inf).astype(np.float32),
+            s_vlm=np.where(rows >= 0, s_vlm, np.nan).astype(np.float32),
+            crop_ids=self.payload.strings(self.payload.crop_id, rows),
+            image_ids=self.payload.strings(self.payload.image_id, rows),
+            boxes=self.payload.boxes(rows),
+        )
 
 
-def _strings_with_sentinel(payload: pa.Table | None, column: str) -> pa.Array:
-    values = payload[column].combine_chunks() if payload is not None else pa.array([], pa.string())
-    return pa.concat_arrays([values, pa.nulls(1, pa.string())])
+class ShardCandidates:
+    """Ray Data stage of index shard `shard`: garment rows (with `embedding`, `caption_embedding`)
+    in, the same rows out with their candidate columns (`core.candidates`) now the top `top_k` of
+    the candidates they came with and this shard's. Quarantined rows are not searched."""
 
-
-def _vectors_with_sentinel(payload: pa.Table | None, column: str, dim: int, fill: float) -> np.ndarray:
-    vectors = matrix(payload[column], widen=False) if payload is not None else np.zeros((0, dim), np.float32)
-    return np.concatenate([vectors, np.full((1, dim), fill, vectors.dtype)])
-
-
-class GarmentScorer:
-    """Ray Data stage: garment rows (with `embedding`, `caption_embedding`) in, one scored row per
-    garment out: best crop, s_vlm, s_siglip, score, margin, n_candidates and the candidates
-    themselves in search order (SCORED schema plus the quarantine columns). Quarantined rows are
-    not searched: they come out without a candidate."""
-
-    def __init__(self, index_dir: str, cfg: ScoringConfig, index_cfg: IndexConfig, storage: StorageConfig):
-        self.searcher = ShardedSearcher(index_dir, index_cfg, storage, cfg.top_k)
-        self.cfg = cfg
+    def __init__(self, index_dir: str, shard: int, cfg: ScoringConfig, index_cfg: IndexConfig, storage: StorageConfig):
+        self.searcher = IndexShardSearcher(index_dir, shard, index_cfg, storage, cfg.top_k)
+        self.k = cfg.top_k
         self.timer = StepTimer()
 
     def __call__(self, batch: Batch) -> Batch:
         good = good_rows(batch)
-        ids = np.full((len(good), self.cfg.top_k), -1, np.int64)
         with self.timer(FORWARD):
-            if good.any():
-                ids[good] = self.searcher.search(batch["embedding"][good], self.cfg.top_k)
+            found = self.searcher.candidates(batch["embedding"][good], batch["caption_embedding"][good], self.k)
         with self.timer(POSTPROCESS):
-            return self.scored(batch, ids)
+            merged = Candidates.of(batch, self.k).merged(found.placed(good), self.k)
+            return {**batch, **merged.columns()}
 
-    def scored(self, batch: Batch, ids: np.ndarray) -> Batch:
-        """The output rows for garments whose candidates are the global crop ids `ids` (b, top_k)."""
-        valid = ids >= 0
-        rows = self.searcher.rows(np.where(valid, ids, -1))
-        candidates = self.searcher.image[rows].astype(np.float32), self.searcher.caption[rows].astype(np.float32)
-        if not self.searcher.shards:  # an empty index (the lookbook gave no crop): no candidate of any width
-            candidates = tuple(np.zeros((*rows.shape, batch["embedding"].shape[1]), np.float32) for _ in candidates)
-        match = best_match(
-            batch["embedding"],
-            batch["caption_embedding"],
-            *candidates,
-            valid,
-            self.cfg.lambda_vlm,
-            self.cfg.lambda_siglip,
-        )
-        n_candidates = valid.sum(axis=1).astype(np.int32)  # valid ids are a prefix (search_shards ranks -1 last)
-        best = np.where(match.index >= 0, rows[np.arange(len(rows)), np.maximum(match.index, 0)], -1)
-        return {
-            "garment_id": batch["image_id"],
-            "garment_uri": batch["uri"],
-            "garment_caption": batch["caption"],
-            "image_id": self.searcher.strings(self.searcher.image_id, best),
-            "crop_id": self.searcher.strings(self.searcher.crop_id, best),
-            "box": objects([box if row >= 0 else None for box, row in zip(self.searcher.box[best], best)]),
-            "s_vlm": match.s_vlm,
-            "s_siglip": match.s_siglip,
-            "score": match.score,
-            "margin": match.margin,
-            "n_candidates": n_candidates,
-            "candidate_crop_ids": _leading(self.searcher.strings(self.searcher.crop_id, rows), n_candidates),
-            "candidate_image_ids": _leading(self.searcher.strings(self.searcher.image_id, rows), n_candidates),
-            "candidate_s_vlm": _leading(match.candidate_s_vlm, n_candidates),
-            "candidate_s_siglip": _leading(match.candidate_s_siglip, n_candidates),
-            REASON: batch[REASON],
-            ERROR: batch[ERROR],
-            SHARD: batch[SHARD],
-        }
+
+def best_match(batch: Batch, cfg: ScoringConfig) -> Batch:
+    """Garment rows with their candidates from every index shard in, one scored row per garment out:
+    best crop by S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP, its scores, the margin to the
+    runner-up, and the candidates in search order (SCORED schema plus the quarantine columns)."""
+    found = Candidates.of(batch, cfg.top_k)
+    valid = found.ids >= 0
+    match = best_candidate(found.s_vlm, found.s_siglip, valid, cfg.lambda_vlm, cfg.lambda_siglip)
+    n_candidates = valid.sum(axis=1).astype(np.int32)  # valid ids are a prefix (topk_order ranks -1 last)
+    rows = np.arange(len(valid))
+    best = np.maximum(match.index, 0)
+    matched = match.index >= 0
+    return {
+        "garment_id": batch["image_id"],
+        "garment_uri": batch["uri"],
+        "garment_caption": batch["caption"],
+        "image_id": np.where(matched, found.image_ids[rows, best], None),
+        "crop_id": np.where(matched, found.crop_ids[rows, best], None),
+        "box": objects([box if ok else None for box, ok in zip(found.boxes[rows, best], matched)]),
+        "s_vlm": match.s_vlm,
+        "s_siglip": match.s_siglip,
+        "score": match.score,
+        "margin": match.margin,
+        "n_candidates": n_candidates,
+        "candidate_crop_ids": _leading(found.crop_ids, n_candidates),
+        "candidate_image_ids": _leading(found.image_ids, n_candidates),
+        "candidate_s_vlm": _leading(match.candidate_s_vlm, n_candidates),
+        "candidate_s_siglip": _leading(match.candidate_s_siglip, n_candidates),
+        REASON: batch[REASON],
+        ERROR: batch[ERROR],
+        SHARD: batch[SHARD],
+    }
 
 
 def _leading(values: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -118,9 +118,13 @@ class CaptionerConfig:
 class IndexConfig:
     """FAISS index over crop image embeddings, inner product on unit vectors (= cosine).
 
-    `factory` "auto" picks the type from the row count and `memory_budget_gb` (the whole index,
-    as one searcher loads it; see `core.index.pick_factory`); `nprobe` None means the picked
-    type's default (`core.index.default_nprobe`). `num_cpus` / `num_gpus` are per build task.
+    `factory` "auto" picks the type from the row count and the stored precision, and the shard
+    count (at least `shards`) from `memory_budget_gb`, what one scorer actor may hold of its
+    shard (see `core.index_plan`); `nprobe` None means the smallest measured to reach
+    `target_recall` on every shard. A run with new or redone crops updates the trained index in
+    place until the rows grow past `retrain_growth` times the rows it was trained at, then
+    rebuilds it. `local_cache`: where scorer actors copy shards of a remote index to map them.
+    `num_cpus` / `num_gpus` are per build task.
     """
 
     shards: int = 4
@@ -128,7 +132,10 @@ class IndexConfig:
     memory_budget_gb: float = 8.0
     train_sample: int = 100_000
     nprobe: int | None = None
+    target_recall: float = 0.95
+    retrain_growth: float = 2.0
     use_gpu: str = "auto"
+    local_cache: str = "~/.cache/lookbook-miner/index"
     num_cpus: float = 1.0
     num_gpus: float = 0.0
 
@@ -145,7 +152,8 @@ class TierConfig:
 
 @dataclass
 class ScoringConfig:
-    """S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP over the top_k candidates of each shard."""
+    """S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP over a garment's `top_k` nearest crops by
+    image cosine across all index shards. `pool` is the actor pool of each index shard."""
 
     lambda_vlm: float = 0.5
     lambda_siglip: float = 0.5

@@ -1,13 +1,14 @@
-"""Sharded FAISS index: contiguous id ranges per shard, a JSON manifest, exact fan-out search.
+"""Sharded FAISS index: stable crop ids, index shards that own whole work shards, a JSON manifest,
+exact fan-out search and the merge of per-shard top-k.
 
-Vectors are L2-normalised float32 and the metric is inner product, so a search score is a cosine.
-Each shard is a standalone faiss file plus a Parquet payload of the rows it holds (sorted by id).
-All shards of one index share one trained (empty) template, so an IVF list means the same
-region of space in every shard and per-shard top-k results merge exactly.
-
-The index type is a faiss `index_factory` string, given or picked by `pick_factory` from the row
-count and a memory budget (autofaiss-style: exact `Flat` for small sets, `IVF{nlist},Flat` while
-the raw vectors fit, product quantization when they don't).
+Vectors are L2-normalised and the metric is inner product, so a search score is a cosine. A crop's
+index id is stable across runs: its work shard in the high bits, its row in that work shard's crop
+files in the low `ROW_BITS` (`index_ids`). Index shard `s` of `S` holds every work shard `w` with
+`w % S == s`, so redoing or adding a work shard touches one index shard: its old ids are removed
+(`remove_work_shards`) and its new rows added. Each index shard is a standalone faiss file plus an
+Arrow IPC payload of its rows (sorted by id); a searcher memory-maps both. All shards of one index
+share one trained (empty) template, so an IVF list means the same region of space in every shard
+and per-shard top-k results merge exactly. Choosing the type and the shard count: `core.index_plan`.
 """
 
 from __future__ import annotations
@@ -15,25 +16,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
-import re
 import warnings
 from dataclasses import asdict, dataclass, field
 
 import faiss
 import numpy as np
 
+from core.storage import StorageConfig, join, read_bytes
+
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 2**20
+HNSW_MIN_EF_SEARCH = 64  # an HNSW coarse quantizer explores max(this, 2 * nprobe) candidates
 METRIC = "inner_product"
 SEED = 0  # training-sample draw; faiss k-means has its own fixed seed (ClusteringParameters.seed)
-
-# Picker constants.
-FLAT_MAX_ROWS = 30_000  # below this exact search costs < 1 s per 1,000 queries at dim 768 on 2 cores
-MIN_POINTS_PER_LIST = 39  # faiss k-means warns below 39 training points per centroid
-PQ_CODE_BYTES = (96, 64, 48, 32, 24, 16, 8)  # code sizes faiss GPU IVFPQ supports, largest first
-PQ_MAX_SUBDIM_WITHOUT_OPQ = 8  # coarser sub-vectors get an OPQ rotation first
-PQ_NBITS = 8
-ID_BYTES = 8  # int64 id stored next to each code
+ROW_BITS = 40  # rows per work shard < 2**40; work shards < 2**23
 
 # faiss GPU limits (GPU_MAX_SELECTION_K): k and nprobe above these fail inside faiss.
 GPU_MAX_K = 2048
@@ -42,28 +38,47 @@ GPU_MAX_NPROBE = 2048
 GPU_FLOAT32_LUT_MAX = 16384
 
 
+def index_ids(work_shard: int, rows: int, first_row: int = 0) -> np.ndarray:
+    """The stable index ids of rows first_row..first_row+rows-1 of a work shard's crop files."""
+    return (np.int64(work_shard) << ROW_BITS) + np.arange(first_row, first_row + rows, dtype=np.int64)
+
+
+def work_shard_of(ids: np.ndarray) -> np.ndarray:
+    """The work shard of each index id (ids >= 0)."""
+    return np.asarray(ids, np.int64) >> ROW_BITS
+
+
+def index_shard_of(work_shard: int, index_shards: int) -> int:
+    """The index shard that holds a work shard's crops."""
+    return work_shard % index_shards
+
+
 @dataclass(frozen=True)
 class ShardEntry:
-    """One shard: `index_file` holds ids in [id_start, id_end), payload rows in the same order."""
+    """One index shard: `index_file` (faiss) and `payload_file` (Arrow IPC, one row per vector,
+    sorted by `index_id`) hold `rows` crops of the work shards in `work_shards` (work shard ->
+    digest of the crop files it was built from, see `pipeline.index_build.work_shard_digest`);
+    `recall`: nprobe -> recall@10 measured on this shard (`core.index_plan.shard_recall`)."""
 
     index_file: str
     payload_file: str
     rows: int
-    id_start: int
-    id_end: int
+    work_shards: dict[str, str]
     sha256: str
+    recall: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class IndexManifest:
     """What a search needs to load an index: its type and the shards, written after every shard.
 
-    `nprobe` is the number of IVF lists a search visits by default (also stored in each shard
-    file); `rows` the total row count, ids 0..rows-1; `train_rows` the size of the sample the
-    template was trained on (0 for types that need no training); `params` how the type was
-    chosen (`picked_by`, `nlist`, `pq_m`, `memory_budget_bytes`, `estimated_bytes`, `faiss`);
-    `source` the fingerprint of the crop files and settings it was built from
-    (`pipeline.index_build.source_fingerprint`; "" when unknown).
+    `nprobe`: IVF lists a search visits (the smallest measured to reach `index.target_recall`,
+    also stored in each shard file); `rows` the total row count; `train_rows` the size of the
+    sample the template was trained on and `trained_at_rows` the index's rows then (0 for types
+    that need no training); `template_file` the trained empty index that later adds start from;
+    `generation` counts the builds and updates that wrote this folder (it names their files);
+    `params` how the type and shard count were chosen (`core.index_plan.IndexPlan`); `source` the
+    digest of the work shards and settings it was built from ("" when unknown).
     """
 
     index_type: str
@@ -73,6 +88,9 @@ class IndexManifest:
     shards: list[ShardEntry]
     rows: int = 0
     train_rows: int = 0
+    trained_at_rows: int = 0
+    template_file: str = ""
+    generation: int = 0
     params: dict = field(default_factory=dict)
     source: str = ""
 
@@ -81,59 +99,38 @@ class IndexManifest:
 
     @classmethod
     def from_json(cls, text: str) -> IndexManifest:
-        """The manifest in `text`; raises ValueError when its shards are not one contiguous id range."""
+        """The manifest in `text`; raises ValueError when its shards do not each hold their own work shards."""
         data = json.loads(text)
         shards = [ShardEntry(**s) for s in data.pop("shards")]
-        data.setdefault("rows", sum(s.rows for s in shards))
         manifest = cls(**data, shards=shards)
         manifest.check()
         return manifest
 
     def check(self) -> None:
-        """Raise ValueError unless the shards cover ids 0..rows-1 once, in order."""
+        """Raise ValueError unless shard s holds only work shards w with w % len(shards) == s, each
+        work shard at most once, and the shards' rows add up to `rows`."""
         if self.metric != METRIC:
             raise ValueError(f"index manifest metric {self.metric!r} is not {METRIC!r}")
-        expected = 0
-        for s in self.shards:
-            if s.id_start != expected or s.id_end - s.id_start != s.rows or s.rows <= 0:
+        for s, shard in enumerate(self.shards):
+            stray = [w for w in shard.work_shards if index_shard_of(int(w), len(self.shards)) != s]
+            if stray or shard.rows < 0:
                 raise ValueError(
-                    f"index manifest shard {s.index_file} holds ids [{s.id_start}, {s.id_end}) with {s.rows} rows;"
-                    f" expected a non-empty range starting at {expected}"
+                    f"index manifest shard {shard.index_file} (index shard {s} of {len(self.shards)}) holds"
+                    f" work shards {stray} of another index shard, or {shard.rows} rows"
                 )
-            expected = s.id_end
-        if expected != self.rows:
-            raise ValueError(f"index manifest says {self.rows} rows but its shards hold {expected}")
+        if sum(s.rows for s in self.shards) != self.rows:
+            raise ValueError(
+                f"index manifest says {self.rows} rows but its shards hold {sum(s.rows for s in self.shards)}"
+            )
+
+    def work_shards(self) -> dict[int, str]:
+        """Every work shard in the index -> the digest of the crop files it was built from."""
+        return {int(w): digest for s in self.shards for w, digest in s.work_shards.items()}
 
 
-@dataclass(frozen=True)
-class FileSlice:
-    """Rows [start, stop) of the file at `position` in the sorted file list."""
-
-    position: int
-    start: int
-    stop: int
-
-
-def partition(row_counts: list[int], shards: int) -> list[tuple[int, list[FileSlice]]]:
-    """Split the rows of consecutive files into at most `shards` contiguous id ranges of equal size
-    (within one row). A row's global id is its file's offset plus its row number.
-
-    Returns, per non-empty shard, (first global id, the file slices it holds in id order).
-    """
-    total = sum(row_counts)
-    offsets = np.concatenate([[0], np.cumsum(row_counts)]).tolist()
-    bounds = [total * k // shards for k in range(shards + 1)]
-    result = []
-    for lo, hi in zip(bounds, bounds[1:]):
-        if lo == hi:
-            continue
-        slices = [
-            FileSlice(i, max(lo, offsets[i]) - offsets[i], min(hi, offsets[i + 1]) - offsets[i])
-            for i in range(len(row_counts))
-            if row_counts[i] and offsets[i] < hi and offsets[i + 1] > lo
-        ]
-        result.append((lo, slices))
-    return result
+def load_manifest(index_dir: str, storage: StorageConfig) -> IndexManifest:
+    """The manifest of the index under `index_dir`; raises FileNotFoundError when there is none."""
+    return IndexManifest.from_json(read_bytes(join(index_dir, MANIFEST), storage, MAX_MANIFEST_BYTES).decode())
 
 
 def sample_rows(row_counts: list[int], size: int, seed: int = SEED) -> list[tuple[int, np.ndarray]]:
@@ -154,138 +151,25 @@ def sample_rows(row_counts: list[int], size: int, seed: int = SEED) -> list[tupl
 
 
 # ---------------------------------------------------------------------------------------------
-# Index type: the picker and what a factory string implies
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    """What a factory string means for memory and search: `nlist` IVF lists (0: not IVF),
-    `code_bytes` stored per vector besides its id, `fixed_bytes` for quantizers and rotations."""
-
-    factory: str
-    dim: int
-    nlist: int
-    pq_m: int
-    code_bytes: int
-    fixed_bytes: int
-
-    def bytes_for(self, n_rows: int) -> int:
-        """Resident size of an index of `n_rows` vectors (all shards together), in bytes."""
-        return n_rows * (self.code_bytes + ID_BYTES) + self.fixed_bytes
-
-
-def index_spec(factory: str, dim: int) -> IndexSpec:
-    """Inspect an empty index of type `factory` (no training, no vectors)."""
-    index = new_index(factory, dim)
-    ivf = faiss.try_extract_index_ivf(index)
-    fixed = 0
-    layer = faiss.downcast_index(index)
-    if isinstance(layer, faiss.IndexIDMap):
-        layer = faiss.downcast_index(layer.index)
-    if isinstance(layer, faiss.IndexPreTransform):
-        for i in range(layer.chain.size()):
-            fixed += layer.chain.at(i).d_in * layer.chain.at(i).d_out * 4
-        layer = faiss.downcast_index(layer.index)
-    pq_m = _pq_m(factory)
-    if ivf is None:
-        return IndexSpec(factory, dim, 0, pq_m, layer.sa_code_size(), fixed)
-    fixed += ivf.nlist * ivf.d * 4  # flat coarse quantizer
-    if pq_m:
-        fixed += (1 << PQ_NBITS) * ivf.d * 4  # PQ codebooks
-    return IndexSpec(factory, dim, ivf.nlist, pq_m, ivf.code_size, fixed)
-
-
-def _pq_m(factory: str) -> int:
-    match = re.search(r"(?:^|,)PQ(\d+)", factory)
-    return int(match.group(1)) if match else 0
-
-
-def ivf_lists(n_rows: int) -> int:
-    """IVF list count for `n_rows`: 4·sqrt(n) rounded to a power of two (the autofaiss and faiss
-    wiki rule), halved until every list gets >= MIN_POINTS_PER_LIST rows to train on."""
-    nlist = 2 ** round(math.log2(4 * math.sqrt(max(n_rows, 1))))
-    while nlist > 1 and nlist * MIN_POINTS_PER_LIST > n_rows:
-        nlist //= 2
-    return nlist
-
-
-def default_nprobe(nlist: int) -> int:
-    """Lists a search visits: nlist/256, at least 16 (and at most nlist and the GPU limit).
-
-    Measured with `python -m bench.index` on clustered unit vectors of dim 768 (bench/README.md):
-    recall@10 against exact search 0.998 at 1e5 rows (IVF1024) and 0.968 at 1e6 rows (IVF4096),
-    both at nprobe 16; doubling nprobe roughly halves queries/s (0.995 at 1e6 with nprobe 32).
-    """
-    return max(1, min(nlist, GPU_MAX_NPROBE, max(16, nlist // 256)))
-
-
-def pq_factory(nlist: int, m: int, dim: int) -> str:
-    """`IVF{nlist},PQ{m}` when sub-vectors are at most PQ_MAX_SUBDIM_WITHOUT_OPQ wide, else with an
-    OPQ rotation in front (reducing the dimension so a sub-vector stays <= 32 wide, the GPU limit)."""
-    if dim % m == 0 and dim // m <= PQ_MAX_SUBDIM_WITHOUT_OPQ:
-        return f"IVF{nlist},PQ{m}"
-    d_out = m * min(max(dim // m, 1), 32)
-    return f"OPQ{m},IVF{nlist},PQ{m}" if d_out == dim else f"OPQ{m}_{d_out},IVF{nlist},PQ{m}"
-
-
-def pick_factory(n_rows: int, dim: int, memory_budget_bytes: int) -> str:
-    """The faiss factory string for `n_rows` vectors of `dim` whose index must fit in
-    `memory_budget_bytes` (all shards together, as one searcher loads them):
-
-    - `Flat` (exact) below FLAT_MAX_ROWS rows;
-    - `IVF{nlist},Flat` with nlist = `ivf_lists(n_rows)` while the raw vectors fit;
-    - else product quantization with the largest code (PQ_CODE_BYTES) that fits, see `pq_factory`.
-
-    Raises ValueError when nothing fits.
-    """
-    if n_rows < FLAT_MAX_ROWS and index_spec("Flat", dim).bytes_for(n_rows) <= memory_budget_bytes:
-        return "Flat"
-    nlist = ivf_lists(n_rows)
-    candidates = [f"IVF{nlist},Flat"]
-    if n_rows >= (1 << PQ_NBITS) * MIN_POINTS_PER_LIST:  # enough rows to train the PQ codebooks
-        candidates += [pq_factory(nlist, m, dim) for m in PQ_CODE_BYTES if m <= dim]
-    for factory in candidates:
-        if index_spec(factory, dim).bytes_for(n_rows) <= memory_budget_bytes:
-            return factory
-    raise ValueError(
-        f"no index type holds {n_rows} vectors of dim {dim} in {memory_budget_bytes / 2**30:.2f} GiB;"
-        f" the smallest, {candidates[-1]}, needs {index_spec(candidates[-1], dim).bytes_for(n_rows) / 2**30:.2f} GiB"
-    )
-
-
-def resolve(factory: str, n_rows: int, dim: int, memory_budget_bytes: int, nprobe: int | None) -> tuple[str, dict]:
-    """(factory string, manifest params) for a configured `factory`, "auto" meaning `pick_factory`;
-    `nprobe` None means `default_nprobe` of the type's list count."""
-    picked = factory == "auto"
-    if picked:
-        factory = pick_factory(n_rows, dim, memory_budget_bytes)
-    spec = index_spec(factory, dim)
-    return factory, {
-        "picked_by": "auto" if picked else "config",
-        "nlist": spec.nlist,
-        "pq_m": spec.pq_m,
-        "nprobe": (nprobe or default_nprobe(spec.nlist)) if spec.nlist else 0,
-        "memory_budget_bytes": int(memory_budget_bytes),
-        "estimated_bytes": spec.bytes_for(n_rows),
-        "faiss": faiss.__version__,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Building and (de)serializing shards
+# Building, updating and (de)serializing shards
 
 
 def new_index(factory: str, dim: int) -> faiss.Index:
-    """An empty index of `factory` type with inner-product metric that accepts `add_with_ids`.
+    """An empty index of `factory` type with inner-product metric that accepts `add_with_ids`
+    and `remove_ids`.
 
     PQ types skip the polysemous training index_factory turns on: it only serves Hamming-filtered
-    search, which is never used here, and costs minutes of training.
+    search, which is never used here, and costs minutes of training. IVF float16 codes store the
+    vectors themselves, not their residuals from the list centroid: float16 embeddings (as the job
+    stores them) are then held exactly, and scanning a list needs no centroid term.
     """
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     ivf = faiss.try_extract_index_ivf(index)
     coded = faiss.downcast_index(ivf) if ivf is not None else _innermost(index)
     if hasattr(coded, "do_polysemous_training"):
         coded.do_polysemous_training = False
+    if isinstance(coded, faiss.IndexIVFScalarQuantizer) and coded.sq.qtype == faiss.ScalarQuantizer.QT_fp16:
+        coded.by_residual = False
     needs_id_map = ivf is None and "IDMap" not in factory
     return faiss.IndexIDMap(index) if needs_id_map else index
 
@@ -296,47 +180,74 @@ def serialize(index: faiss.Index) -> bytes:
 
 def deserialize(data: bytes, expected_sha256: str, name: str) -> faiss.Index:
     """The index in `data`; raises ValueError when its checksum differs from the manifest's."""
-    actual = sha256(data)
-    if actual != expected_sha256:
-        raise ValueError(f"index shard {name} is corrupt: sha256 {actual} != manifest {expected_sha256}")
+    check_sha256(sha256(data), expected_sha256, name)
     return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+
+
+def read_mapped(path: str, expected_sha256: str, name: str, factory: str) -> faiss.Index:
+    """The index of type `factory` in the local file `path`, its vectors memory-mapped read-only
+    (IVF lists or flat codes stay in the page cache, shared by every process that maps the file,
+    not in the process's own memory); raises ValueError when the file's checksum differs from the
+    manifest's."""
+    check_sha256(file_sha256(path), expected_sha256, name)
+    mapped = faiss.IO_FLAG_MMAP if "IVF" in factory else faiss.IO_FLAG_MMAP_IFC  # faiss maps one or the other
+    return faiss.read_index(path, mapped | faiss.IO_FLAG_READ_ONLY)
+
+
+def check_sha256(actual: str, expected: str, name: str) -> None:
+    if actual != expected:
+        raise ValueError(f"index shard {name} is corrupt: sha256 {actual} != manifest {expected}")
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def train_template(sample: np.ndarray, factory: str, use_gpu: str, nprobe: int | None = None) -> bytes | None:
-    """Serialized trained, empty index for `factory` with `nprobe` set, or None when the type
-    needs no training. On a GPU (see `gpu_choice`) the k-means assignment runs there."""
+def file_sha256(path: str) -> str:
+    """sha256 of a local file, read 1 MiB at a time (larger reads leave their buffers resident)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def train_template(sample: np.ndarray, factory: str, use_gpu: str, nprobe: int | None = None) -> bytes:
+    """Serialized trained, empty index of `factory` with `nprobe` set (nothing to train for some
+    types). On a GPU (see `gpu_choice`) the k-means assignment runs there."""
     index = new_index(factory, sample.shape[1])
-    if index.is_trained:
-        return None
     ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and nprobe:
+        ivf.nprobe = min(nprobe, ivf.nlist)
+    if index.is_trained:
+        return serialize(index)
     clustering = None
-    if ivf is not None:
-        if nprobe:
-            ivf.nprobe = min(nprobe, ivf.nlist)
-        if gpu_choice(use_gpu, _gpus_visible())[0]:
-            clustering = faiss.index_cpu_to_gpu(_gpu_resources(), 0, faiss.IndexFlatL2(ivf.d))
-            ivf.clustering_index = clustering
+    if ivf is not None and gpu_choice(use_gpu, _gpus_visible())[0]:
+        clustering = faiss.index_cpu_to_gpu(_gpu_resources(), 0, faiss.IndexFlatL2(ivf.d))
+        ivf.clustering_index = clustering
     index.train(np.ascontiguousarray(sample, np.float32))
     if clustering is not None:
         ivf.clustering_index = None
     return serialize(index)
 
 
-def build_shard(vectors: np.ndarray, id_start: int, factory: str, template: bytes | None, use_gpu: str) -> faiss.Index:
-    """A shard holding `vectors` (n, dim) under ids id_start..id_start+n-1. `template` is a
-    serialized trained empty index, needed when `factory` requires training."""
-    index = (
-        faiss.deserialize_index(np.frombuffer(template, np.uint8)) if template else new_index(factory, vectors.shape[1])
-    )
-    index = to_gpu_if_available(index, use_gpu)
-    index.add_with_ids(
-        np.ascontiguousarray(vectors, np.float32), np.arange(id_start, id_start + len(vectors), dtype=np.int64)
-    )
+def from_template(template: bytes, use_gpu: str) -> faiss.Index:
+    """An empty index from a serialized template, on GPU 0 when `use_gpu` allows and one is visible."""
+    return to_gpu_if_available(faiss.deserialize_index(np.frombuffer(template, np.uint8)), use_gpu)
+
+
+def add(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
+    """`index` with `vectors` (n, dim) added under `ids` (n,) int64."""
+    index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
     return index
+
+
+def remove_work_shards(index: faiss.Index, work_shards: list[int]) -> int:
+    """Remove every vector of the given work shards from a CPU index; returns how many went."""
+    removed = 0
+    for w in work_shards:
+        removed += index.remove_ids(faiss.IDSelectorRange(int(w) << ROW_BITS, (int(w) + 1) << ROW_BITS))
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,27 +350,38 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int | None =
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None and nprobe:
             ivf.nprobe = min(nprobe, ivf.nlist)
+        quantizer = faiss.downcast_index(ivf.quantizer) if ivf is not None else None
+        if isinstance(quantizer, faiss.IndexHNSW):
+            quantizer.hnsw.efSearch = max(HNSW_MIN_EF_SEARCH, 2 * ivf.nprobe)
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
-def merge_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of the union of per-shard results, by score descending, ties by id ascending.
+def topk_order(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """(b, min(k, width)) column positions of the top-k of each row of (b, width) `scores` / `ids`:
+    by score descending, ties by id ascending, id -1 (no result) last."""
+    ranked = np.where(ids < 0, -np.inf, scores)
+    tie_key = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+    return np.lexsort((tie_key, -ranked), axis=1)[:, :k]
 
-    scores[i], ids[i]: (b, k_i) from shard i; missing results have id -1 and are ranked last.
+
+def merge_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of the union of per-shard results (`topk_order`).
+
+    scores[i], ids[i]: (b, k_i) from shard i; missing results have id -1.
     Returns (b, k) scores and ids, padded with (-inf, -1) where fewer than k exist.
     """
     all_scores = np.concatenate(scores, axis=1).astype(np.float32)
     all_ids = np.concatenate(ids, axis=1).astype(np.int64)
-    all_scores = np.where(all_ids < 0, -np.inf, all_scores)
-    tie_key = np.where(all_ids < 0, np.iinfo(np.int64).max, all_ids)
-    order = np.lexsort((tie_key, -all_scores), axis=1)[:, :k]
-    top_scores = np.take_along_axis(all_scores, order, axis=1)
+    order = topk_order(all_scores, all_ids, k)
+    top_scores = np.where(
+        np.take_along_axis(all_ids, order, axis=1) < 0, -np.inf, np.take_along_axis(all_scores, order, axis=1)
+    )
     top_ids = np.take_along_axis(all_ids, order, axis=1)
     if top_ids.shape[1] < k:
         pad = k - top_ids.shape[1]
         top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
-    return top_scores, top_ids
+    return top_scores.astype(np.float32), top_ids
 
 
 def search_shards(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,3 +215,40 @@ def write_table(table: pa.Table, uri: str, storage: StorageConfig) -> int:
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
     return write_bytes(uri, buffer.getvalue().to_pybytes(), storage)
+
+
+def put_file(local: str, uri: str, storage: StorageConfig) -> int:
+    """Move the local file `local` to `uri` (a rename of the synced file locally, an upload to S3,
+    then the local file is removed) and return its size: for files too big to hold as bytes."""
+    size = os.path.getsize(local)
+    fs, path = filesystem(uri, storage)
+    fs.create_dir(os.path.dirname(path), recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        with open(local, "rb+") as f:
+            os.fsync(f.fileno())
+        tmp = f"{path}.tmp-{os.getpid()}"
+        shutil.move(local, tmp)
+        os.replace(tmp, path)
+    else:
+        pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+        os.remove(local)
+    return size
+
+
+def local_copy(uri: str, cache_dir: str, storage: StorageConfig) -> str:
+    """A local path holding the file at `uri`: the file itself when it is local, else a copy under
+    `cache_dir` (named by the uri and its size, downloaded once per machine, atomically) that
+    processes can memory-map."""
+    fs, path = filesystem(uri, storage)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return path
+    size = fs.get_file_info(path).size
+    folder = Path(cache_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f"{uri}|{size}".encode()).hexdigest()[:16]
+    copy = folder / f"{key}-{os.path.basename(path)}"
+    if not copy.exists() or copy.stat().st_size != size:
+        tmp = copy.with_name(f"{copy.name}.tmp-{os.getpid()}")
+        pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        os.replace(tmp, copy)
+    return str(copy)

@@ -20,12 +20,12 @@ from actors.decoder import decode_images
 from actors.detector import CropDetector, whole_image_crops
 from actors.embedder import CropEmbedder
 from actors.fused import FusedLookbookModels
-from actors.scorer import GarmentScorer
+from actors.scorer import ShardCandidates, best_match
 from core import schemas
 from core.config import MineConfig, config_hash, load_config
-from core.index import IndexManifest
+from core.index import IndexManifest, load_manifest
 from core.schemas import CROPS_DIR, GARMENT_IDS, GARMENTS, INDEX_DIR, LOOKBOOK, SCORED_DIR
-from core.steps import DECODE, PREPROCESS
+from core.steps import DECODE, POSTPROCESS, PREPROCESS
 from core.storage import join, make_dirs
 from core.tiering import TIERS, UNMATCHED
 from pipeline import commits, index_build
@@ -82,9 +82,17 @@ def detect_embed_describe(ds: Dataset, cfg: MineConfig, guard: AttemptGuard) -> 
     )
 
 
-def score(ds: Dataset, cfg: MineConfig, guard: AttemptGuard) -> Dataset:
+def search(ds: Dataset, cfg: MineConfig, guard: AttemptGuard) -> Dataset:
+    """Garments stream through one actor pool per index shard, each adding its shard's candidates."""
     index = {"index_dir": join(cfg.output, INDEX_DIR), "index_cfg": cfg.index, "storage": cfg.storage}
-    return map_actors(ds, GarmentScorer, cfg.scoring.pool, guard, (GARMENTS_SCORED,), cfg=cfg.scoring, **index)
+    for shard in range(len(load_manifest(index["index_dir"], cfg.storage).shards)):
+        name = f"IndexShard{shard:03d}"
+        ds = map_actors(ds, ShardCandidates, cfg.scoring.pool, guard, name=name, shard=shard, cfg=cfg.scoring, **index)
+    return ds
+
+
+def score(ds: Dataset, cfg: MineConfig, guard: AttemptGuard) -> Dataset:
+    return map_tasks(ds, best_match, guard, POSTPROCESS, (GARMENTS_SCORED,), cfg=cfg.scoring)
 
 
 def lookbook_steps(cfg: MineConfig) -> tuple[Step, ...]:
@@ -96,7 +104,7 @@ def lookbook_steps(cfg: MineConfig) -> tuple[Step, ...]:
     return decode, detect, embed, describe
 
 
-GARMENT_STEPS = (decode, whole_images, embed, describe, score)  # -> one scored row per garment
+GARMENT_STEPS = (decode, whole_images, embed, describe, search, score)  # -> one scored row per garment
 
 
 def validate(cfg: MineConfig) -> dict[str, int]:

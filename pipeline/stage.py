@@ -93,7 +93,7 @@ class ActorStage:
         self.timer = StepTimer()
         self.ledger, self.max_attempts = LedgerClient(guard.ledger, self.timer), guard.max_attempts
         self.scope, self.counters = guard.scope, tuple(counters)
-        self.operator = self.actor_class.__name__
+        self.operator = type(self).__name__
         self.ledger_scope = f"{guard.scope}/{self.operator}"
         self.inner = self.actor_class(**constructor_kwargs)
 
@@ -127,25 +127,32 @@ class ActorStage:
         return out
 
 
-def actor_stage(actor_class: type) -> type[ActorStage]:
-    """The ActorStage that runs `actor_class`, named like it: Ray Data names an operator and its
-    actor processes after the class it is given (`MapBatches(CropEmbedder)`)."""
-    return type(actor_class.__name__, (ActorStage,), {"actor_class": actor_class, "__doc__": actor_class.__doc__})
+def actor_stage(actor_class: type, name: str | None = None) -> type[ActorStage]:
+    """The ActorStage that runs `actor_class`, named `name` (default: like the class): Ray Data
+    names an operator and its actor processes after the class it is given (`MapBatches(CropEmbedder)`)."""
+    attributes = {"actor_class": actor_class, "__doc__": actor_class.__doc__}
+    return type(name or actor_class.__name__, (ActorStage,), attributes)
 
 
 def map_actors(
-    ds: Dataset, actor_class: type, pool: PoolConfig, guard: AttemptGuard, counters: Sequence[str] = (), **kwargs
+    ds: Dataset,
+    actor_class: type,
+    pool: PoolConfig,
+    guard: AttemptGuard,
+    counters: Sequence[str] = (),
+    name: str | None = None,
+    **kwargs,
 ) -> Dataset:
     """`ds.map_batches` through `actor_class(**kwargs)` as an ActorStage, on an autoscaling pool of
     min_size..max_size actors with the pool's CPUs, GPUs and threads. Ray Data names the operator
-    (and its actor processes) `MapBatches(<actor_class name>)`.
+    (and its actor processes) `MapBatches(<name>)`, by default the actor class's name.
 
     Dead actors are restarted and their tasks retried without limit (Ray Data's defaults, set here
     so they cannot drift): the guard, not Ray, bounds the attempts.
     """
     threads = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(pool.threads)}}} if pool.threads else {}
     return ds.map_batches(
-        actor_stage(actor_class),
+        actor_stage(actor_class, name),
         fn_constructor_kwargs={"guard": guard, "counters": tuple(counters), **kwargs},
         compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
         batch_size=pool.batch_size,

@@ -44,6 +44,7 @@ def model_overrides(tiny_models, tmp_path_factory) -> list[str]:
         "progress=false",
         "work.shards_per_execution=4",
         f"storage.allowed_local_roots=[{tmp_path_factory.getbasetemp()}]",  # the samples, inputs and outputs
+        f"index.local_cache={tmp_path_factory.getbasetemp() / 'index-cache'}",  # copies of remote index shards
     ]
 
 

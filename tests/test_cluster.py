@@ -175,7 +175,9 @@ def test_every_operator_reports_rows_and_its_steps_seconds(scraped):
             "decode_images": {"decode"},
             "whole_image_crops": {"preprocess"},
             "CropEmbedder": {"preprocess", "forward", "postprocess", "ledger"},
-            "GarmentScorer": {"forward", "postprocess", "ledger"},
+            "IndexShard000": {"forward", "postprocess", "ledger"},  # one pool per index shard
+            "IndexShard001": {"forward", "postprocess", "ledger"},
+            "best_match": {"postprocess"},
         },
     }
     seconds = f"{EXPORTED}{metrics.STEP_SECONDS}_count"

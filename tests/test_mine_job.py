@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from core import schemas
+from core import payload, schemas
 from core.config import load_config
 from core.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
-from core.index import IndexManifest, sha256
+from core.index import IndexManifest, sha256, work_shard_of
 from core.tiering import TIERS, UNMATCHED
 from jobs import mine
 from pipeline.manifests import ManifestError
@@ -169,10 +169,13 @@ def test_index_manifest_matches_shard_files(run):
     crops = read(run, schemas.CROPS_DIR).num_rows
     assert len(manifest.shards) == 2  # conf/demo.yaml: index.shards=2
     assert sum(s.rows for s in manifest.shards) == crops
-    assert [s.id_start for s in manifest.shards] == [0, manifest.shards[0].id_end]
-    for shard in manifest.shards:
+    work_shards = sorted(int(w) for shard in manifest.shards for w in shard.work_shards)
+    assert work_shards == sorted(int(p.name.split("=")[1]) for p in (run["output"] / schemas.CROPS_DIR).iterdir())
+    for n, shard in enumerate(manifest.shards):
         assert sha256((index_dir / shard.index_file).read_bytes()) == shard.sha256
-        assert pq.read_table(index_dir / shard.payload_file).num_rows == shard.rows
+        ids = payload.read(str(index_dir / shard.payload_file))[payload.INDEX_ID].to_numpy()
+        assert len(ids) == shard.rows and (np.diff(ids) > 0).all()
+        assert {int(w) % 2 for w in work_shard_of(ids)} <= {n}  # index shard n holds work shards w % 2 == n
 
 
 def test_summary_names_models_and_counts(run, inputs):

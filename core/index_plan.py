@@ -1,0 +1,219 @@
+"""Choosing an index: its type, how many shards, and how many IVF lists a search visits.
+
+- **Type** (`pick_factory`): exact `Flat` below FLAT_MAX_ROWS rows; above, `IVF{nlist},<codes>`
+  with nlist = 4·√n (`ivf_lists`) and, from HNSW_MIN_NLIST lists on, an HNSW coarse quantizer
+  (assigning a vector to one of 8,192+ centroids by brute force costs more than scanning its
+  lists). The codes keep the precision the crops are stored in: `SQfp16` for float16 embeddings
+  (exact on the stored vectors, half the bytes of `Flat`), `Flat` for float32. No lossy codes:
+  on the project's data the exact top-10 scores lie within a few hundredths of each other,
+  inside product quantization's error (bench/README.md: PQ96 recall@10 0.24 at 1e6).
+- **Shards** (`plan`): a scorer actor holds one index shard (its vectors and the payload the
+  scoring reads), so the shard count is the smallest (at least `index.shards`) whose largest shard
+  fits one actor's `index.memory_budget_gb`. The budget bounds memory per actor at any index size.
+- **nprobe** (`shard_recall`, `choose_nprobe`): measured on every shard when it is built, the
+  smallest number of lists reaching `index.target_recall`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from core import index as shard_index
+
+FLAT_MAX_ROWS = 30_000  # below this exact search costs < 1 s per 1,000 queries at dim 768 on 2 cores
+MIN_POINTS_PER_LIST = 39  # faiss k-means warns below 39 training points per centroid
+HNSW_MIN_NLIST = 8192  # from here the coarse quantizer is an HNSW graph, not a flat scan
+HNSW_M = 32  # links per node of that graph
+ID_BYTES = 8  # int64 id stored next to each code
+# Per row of the payload a scorer actor maps besides the caption embedding: index id, box
+# (4 float32) and two short strings (crop id, image id: 4-byte offsets plus ~36 characters each).
+PAYLOAD_FIXED_BYTES = 8 + 16 + 2 * (4 + 36)
+# A scorer actor's own memory besides its shard: Python, numpy, faiss, pyarrow, the Ray worker and
+# a batch in flight (bench/README.md "scoring" measures it).
+ACTOR_BASE_BYTES = 768 * 2**20
+RECALL_K = 10  # recall@10, as bench/index reports it
+RECALL_QUERIES = 256  # rows of a shard used as queries when measuring its recall
+RECALL_CEILING = 0.999  # stop probing more lists once a shard's recall reaches this
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What a factory string means for memory: `nlist` IVF lists (0: not IVF), `code_bytes` stored
+    per vector besides its id, `fixed_bytes` for quantizers and rotations."""
+
+    factory: str
+    dim: int
+    nlist: int
+    code_bytes: int
+    fixed_bytes: int
+
+    def bytes_for(self, n_rows: int) -> int:
+        """Resident size of an index of `n_rows` vectors, in bytes."""
+        return n_rows * (self.code_bytes + ID_BYTES) + self.fixed_bytes
+
+
+def index_spec(factory: str, dim: int) -> IndexSpec:
+    """Inspect an empty index of type `factory` (no training, no vectors)."""
+    index = shard_index.new_index(factory, dim)
+    ivf = faiss.try_extract_index_ivf(index)
+    fixed = 0
+    layer = faiss.downcast_index(index)
+    if isinstance(layer, faiss.IndexIDMap):
+        layer = faiss.downcast_index(layer.index)
+    if isinstance(layer, faiss.IndexPreTransform):
+        for i in range(layer.chain.size()):
+            fixed += layer.chain.at(i).d_in * layer.chain.at(i).d_out * 4
+        layer = faiss.downcast_index(layer.index)
+    if ivf is None:
+        return IndexSpec(factory, dim, 0, layer.sa_code_size(), fixed)
+    fixed += ivf.nlist * ivf.d * 4  # coarse centroids
+    if isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW):
+        fixed += ivf.nlist * HNSW_M * 2 * 4  # level-0 links; upper levels add ~1/M of that
+    if re.search(r"(?:^|,)PQ\d", factory):
+        fixed += 256 * ivf.d * 4  # PQ codebooks (8-bit codes)
+    return IndexSpec(factory, dim, ivf.nlist, ivf.code_size, fixed)
+
+
+def ivf_lists(n_rows: int) -> int:
+    """IVF list count for `n_rows`: 4·sqrt(n) rounded to a power of two (the autofaiss and faiss
+    wiki rule), halved until every list gets >= MIN_POINTS_PER_LIST rows to train on."""
+    nlist = 2 ** round(math.log2(4 * math.sqrt(max(n_rows, 1))))
+    while nlist > 1 and nlist * MIN_POINTS_PER_LIST > n_rows:
+        nlist //= 2
+    return nlist
+
+
+def train_rows(nlist: int, n_rows: int, train_sample: int) -> int:
+    """Rows to train `nlist` lists on: `index.train_sample`, raised to what faiss asks for
+    (MIN_POINTS_PER_LIST per list), at most all rows."""
+    return min(n_rows, max(train_sample, MIN_POINTS_PER_LIST * nlist))
+
+
+def pick_factory(n_rows: int, dim: int, store_dtype: str) -> str:
+    """The faiss factory string for `n_rows` crops of `dim` stored as `store_dtype` (module docstring)."""
+    if n_rows < FLAT_MAX_ROWS:
+        return "Flat"
+    nlist = ivf_lists(n_rows)
+    quantizer = f"IVF{nlist}_HNSW{HNSW_M}" if nlist >= HNSW_MIN_NLIST else f"IVF{nlist}"
+    return f"{quantizer},{'SQfp16' if store_dtype == 'float16' else 'Flat'}"
+
+
+def payload_bytes_per_row(dim: int, store_dtype: str) -> int:
+    """Bytes a scorer actor maps per crop besides its index code: caption embedding and ids."""
+    return dim * np.dtype(store_dtype).itemsize + PAYLOAD_FIXED_BYTES
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """The index for a crops table: `factory`, `shards` index shards, and the bytes one scorer
+    actor holds for the largest of them (`actor_bytes`: its rows × `bytes_per_row`, plus the
+    quantizer and ACTOR_BASE_BYTES); `total_bytes`: index and payload of every shard."""
+
+    factory: str
+    nlist: int
+    shards: int
+    bytes_per_row: int
+    largest_shard_rows: int
+    actor_bytes: int
+    total_bytes: int
+
+    def params(self, budget_bytes: int, picked_by: str) -> dict:
+        """What the manifest records of how the index was chosen."""
+        return {
+            "picked_by": picked_by,
+            "nlist": self.nlist,
+            "memory_budget_bytes": budget_bytes,
+            "estimated_actor_bytes": self.actor_bytes,
+            "estimated_total_bytes": self.total_bytes,
+            "faiss": faiss.__version__,
+        }
+
+
+def plan(
+    rows_per_work_shard: list[int],
+    dim: int,
+    store_dtype: str,
+    budget_bytes: int,
+    min_shards: int,
+    factory: str = "auto",
+) -> IndexPlan:
+    """The index for crops whose work shards hold `rows_per_work_shard` rows: `factory` ("auto":
+    `pick_factory`) in the fewest shards (>= min_shards, <= the work shards) whose largest fits
+    `budget_bytes` per scorer actor. Raises ValueError when even one work shard per index shard
+    does not fit."""
+    n_rows, work_shards = sum(rows_per_work_shard), len(rows_per_work_shard)
+    min_shards = min_shards if n_rows else 1  # no crops: one empty shard
+    factory = pick_factory(n_rows, dim, store_dtype) if factory == "auto" else factory
+    spec = index_spec(factory, dim)
+    per_row = spec.code_bytes + ID_BYTES + payload_bytes_per_row(dim, store_dtype)
+    fixed = spec.fixed_bytes + ACTOR_BASE_BYTES
+    for shards in range(max(1, min(min_shards, work_shards)), max(work_shards, 1) + 1):
+        largest = max((sum(rows_per_work_shard[s::shards]) for s in range(shards)), default=0)
+        if fixed + largest * per_row <= budget_bytes or not n_rows:
+            total = n_rows * per_row + shards * spec.fixed_bytes
+            return IndexPlan(factory, spec.nlist, shards, per_row, largest, fixed + largest * per_row, total)
+    need = fixed + max(rows_per_work_shard) * per_row
+    raise ValueError(
+        f"a {factory} index of {n_rows} crops needs {need / 2**30:.2f} GiB per scorer actor even with one work"
+        f" shard per index shard ({work_shards}); raise index.memory_budget_gb"
+        f" ({budget_bytes / 2**30:.2f}) or work.shards"
+    )
+
+
+def probes(nlist: int) -> list[int]:
+    """The nprobe values measured: powers of two up to nlist (and the faiss GPU limit)."""
+    top = min(nlist, shard_index.GPU_MAX_NPROBE)
+    return [2**i for i in range(top.bit_length()) if 2**i <= top]
+
+
+def shard_recall(index: faiss.Index, queries: np.ndarray, query_ids: np.ndarray) -> dict[str, float]:
+    """nprobe -> recall@RECALL_K of a CPU shard at that nprobe ({"0": 1.0} for exact types, {}
+    for an IVF shard of at most RECALL_K rows).
+
+    Leave-one-out: `queries` are vectors stored in the shard under `query_ids`; each query's own
+    id is dropped from both result lists. The truth is the same index searched with every list
+    probed, exact over the stored codes. Probing stops once recall reaches RECALL_CEILING.
+    """
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return {"0": 1.0}
+    if index.ntotal <= RECALL_K or not len(queries):
+        return {}  # too few rows to measure
+    k = RECALL_K + 1
+    truth = _without_self(shard_index.search(index, queries, k, ivf.nlist)[1], query_ids)
+    recalls = {}
+    for nprobe in probes(ivf.nlist):
+        found = _without_self(shard_index.search(index, queries, k, nprobe)[1], query_ids)
+        recalls[str(nprobe)] = float(np.mean([len(set(a) & set(b)) for a, b in zip(found, truth)]) / RECALL_K)
+        if recalls[str(nprobe)] >= RECALL_CEILING:
+            break
+    return recalls
+
+
+def _without_self(ids: np.ndarray, own: np.ndarray) -> list[list[int]]:
+    return [[i for i in row if i != me and i >= 0][:RECALL_K] for row, me in zip(ids.tolist(), own.tolist())]
+
+
+def choose_nprobe(recalls: list[dict[str, float]], target: float) -> tuple[int, float]:
+    """(smallest nprobe at which every shard's measured recall reaches `target`, the lowest shard
+    recall there); the largest measured nprobe when none does; (0, 1.0) for exact types. A shard
+    that stopped probing below some nprobe (it had reached RECALL_CEILING) counts with its last
+    measured recall; an exact shard ({"0": 1.0}) or an unmeasured one ({}) counts as 1.0."""
+    measured = [{int(p): r for p, r in table.items()} for table in recalls if table and "0" not in table]
+    candidates = sorted({p for table in measured for p in table})
+    if not candidates:
+        return 0, 1.0
+
+    def at(table: dict[int, float], nprobe: int) -> float:
+        return table[max((p for p in table if p <= nprobe), default=min(table))]
+
+    for nprobe in candidates:
+        worst = min(at(t, nprobe) for t in measured)
+        if worst >= target:
+            return nprobe, worst
+    return candidates[-1], min(at(t, candidates[-1]) for t in measured)

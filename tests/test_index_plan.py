@@ -1,0 +1,133 @@
+"""Tests for core/index_plan.py: the type picker, shards sized to the per-actor budget, recall
+measured per shard and the nprobe chosen from it."""
+
+import numpy as np
+import pytest
+
+from core import index as shard_index
+from core.index import add, from_template, index_ids, train_template
+from core.index_plan import (
+    ACTOR_BASE_BYTES,
+    FLAT_MAX_ROWS,
+    HNSW_MIN_NLIST,
+    MIN_POINTS_PER_LIST,
+    RECALL_CEILING,
+    choose_nprobe,
+    index_spec,
+    ivf_lists,
+    payload_bytes_per_row,
+    pick_factory,
+    plan,
+    probes,
+    shard_recall,
+    train_rows,
+)
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "nlist"), [(1, 1), (100, 2), (10_000, 256), (30_000, 512), (100_000, 1024), (1_000_000, 4096)]
+)
+def test_ivf_lists(n_rows: int, nlist: int) -> None:
+    assert ivf_lists(n_rows) == nlist
+    assert nlist == 1 or n_rows >= nlist * MIN_POINTS_PER_LIST
+
+
+def test_training_rows_follow_the_list_count() -> None:
+    assert train_rows(1024, 1_000_000, 100_000) == 100_000
+    assert train_rows(16384, 10_000_000, 100_000) == MIN_POINTS_PER_LIST * 16384  # faiss's 39 per list
+    assert train_rows(16384, 300_000, 100_000) == 300_000  # never more than all rows
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "dtype", "factory"),
+    [
+        (0, "float16", "Flat"),
+        (FLAT_MAX_ROWS - 1, "float16", "Flat"),
+        (FLAT_MAX_ROWS, "float16", "IVF512,SQfp16"),
+        (1_000_000, "float16", "IVF4096,SQfp16"),
+        (1_000_000, "float32", "IVF4096,Flat"),  # codes keep the stored precision
+        (10_000_000, "float16", "IVF16384_HNSW32,SQfp16"),  # HNSW coarse quantizer from 8192 lists
+        (100_000_000, "float16", "IVF32768_HNSW32,SQfp16"),
+    ],
+)
+def test_pick_factory(n_rows: int, dtype: str, factory: str) -> None:
+    assert pick_factory(n_rows, 768, dtype) == factory
+    assert ("HNSW" in factory) == (ivf_lists(n_rows) >= HNSW_MIN_NLIST and n_rows >= FLAT_MAX_ROWS)
+
+
+def test_index_spec_memory() -> None:
+    flat = index_spec("Flat", 768)
+    assert (flat.nlist, flat.code_bytes, flat.fixed_bytes) == (0, 768 * 4, 0)
+    assert flat.bytes_for(1_000_000) == 1_000_000 * (768 * 4 + 8)
+    sq = index_spec("IVF4096,SQfp16", 768)
+    assert (sq.nlist, sq.code_bytes, sq.fixed_bytes) == (4096, 768 * 2, 4096 * 768 * 4)
+    hnsw = index_spec("IVF16384_HNSW32,SQfp16", 768)
+    assert hnsw.fixed_bytes == 16384 * 768 * 4 + 16384 * 32 * 2 * 4
+    pq = index_spec("OPQ16_512,IVF1024,PQ16", 768)  # an explicit factory string is still understood
+    assert (pq.nlist, pq.code_bytes) == (1024, 16)
+    assert pq.fixed_bytes == 768 * 512 * 4 + 1024 * 512 * 4 + 256 * 512 * 4
+
+
+def test_plan_sizes_shards_to_the_budget_per_actor() -> None:
+    rows = [156_250] * 64  # 1e7 crops in 64 equal work shards
+    p = plan(rows, 768, "float16", 8 * GIB, 4)
+    assert p.factory == "IVF16384_HNSW32,SQfp16"
+    per_row = 768 * 2 + 8 + payload_bytes_per_row(768, "float16")
+    assert p.bytes_per_row == per_row
+    fixed = ACTOR_BASE_BYTES + index_spec(p.factory, 768).fixed_bytes
+    assert fixed + 16 * 156_250 * per_row > 8 * GIB  # 4 shards of 16 work shards do not fit
+    assert p.shards == 5 and p.largest_shard_rows == 13 * 156_250  # 5 do: 13, 13, 13, 13 and 12
+    assert p.actor_bytes == fixed + p.largest_shard_rows * per_row <= 8 * GIB
+    small = plan(rows[:2], 768, "float16", 8 * GIB, 4)  # never more index shards than work shards
+    assert small.shards == 2
+
+
+def test_plan_uses_the_largest_index_shard_of_uneven_work_shards() -> None:
+    p = plan([10, 1000, 10, 10], 16, "float16", 10**12, 2, "Flat")
+    assert p.shards == 2 and p.largest_shard_rows == 1010
+
+
+def test_plan_refuses_what_no_shard_count_fits() -> None:
+    with pytest.raises(ValueError, match="needs .* GiB per scorer actor .* raise index.memory_budget_gb"):
+        plan([5_000_000] * 2, 768, "float16", 4 * GIB, 1)
+    assert plan([], 768, "float16", GIB, 4).shards == 1  # no crops: one empty shard
+
+
+def test_probes_are_powers_of_two_within_the_gpu_limit() -> None:
+    assert probes(1) == [1] and probes(12) == [1, 2, 4, 8]
+    assert probes(16384)[-1] == shard_index.GPU_MAX_NPROBE
+
+
+def _clustered(rng: np.random.Generator, n: int, d: int, centres: int) -> np.ndarray:
+    c = rng.normal(size=(centres, d)).astype(np.float32)
+    v = c[rng.integers(centres, size=n)] / np.sqrt(d) * 4 + rng.normal(size=(n, d)).astype(np.float32) / np.sqrt(d)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+
+
+def test_shard_recall_is_leave_one_out_and_rises_with_nprobe() -> None:
+    rng = np.random.default_rng(0)
+    vectors = _clustered(rng, 20_000, 32, 64)
+    ids = index_ids(5, len(vectors))
+    index = add(from_template(train_template(vectors, "IVF128,SQfp16", "off"), "off"), vectors, ids)
+    picks = rng.choice(len(vectors), 256, replace=False)
+    recalls = shard_recall(index, vectors[picks], ids[picks])
+    measured = [recalls[str(p)] for p in probes(128) if str(p) in recalls]
+    assert measured == sorted(measured) and measured[0] < 0.9  # one list misses neighbours
+    assert measured[-1] >= RECALL_CEILING or len(measured) == len(probes(128))
+    # the truth is exact search without the query itself: check one query by brute force
+    exact = np.argsort(-(vectors @ vectors[picks[0]]))[1:11]
+    found = shard_index.search(index, vectors[picks[:1]], 11, 128)[1][0]
+    assert set(found[found != ids[picks[0]]][:10].tolist()) == set(ids[exact].tolist())
+    flat = add(from_template(train_template(vectors, "Flat", "off"), "off"), vectors, ids)
+    assert shard_recall(flat, vectors[:5], ids[:5]) == {"0": 1.0}
+
+
+def test_choose_nprobe_is_the_smallest_every_shard_reaches() -> None:
+    tables = [{"1": 0.5, "2": 0.9, "4": 0.97, "8": 1.0}, {"1": 0.6, "2": 0.96, "4": 0.999}]
+    assert choose_nprobe(tables, 0.95) == (4, 0.97)
+    assert choose_nprobe(tables, 0.5) == (1, 0.5)
+    # the second shard stopped at 4 (it reached the ceiling): at 8 it counts with 0.999
+    assert choose_nprobe(tables, 0.9999) == (8, 0.999)
+    assert choose_nprobe([{"0": 1.0}, {}], 0.95) == (0, 1.0)  # exact types; an empty shard
