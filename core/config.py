@@ -127,7 +127,7 @@ class IndexConfig:
     `num_cpus` / `num_gpus` are per build task.
     """
 
-    shards: int = 4
+    shards: int = 1
     factory: str = "auto"
     memory_budget_gb: float = 8.0
     train_sample: int = 100_000

@@ -61,3 +61,18 @@ def test_only_ssh_is_reachable_from_outside_the_cluster(cluster):
     assert group["GroupName"] and not any(
         "SecurityGroupIds" in n["node_config"] for n in cluster["available_node_types"].values()
     )
+
+
+def test_gpu_nodes_swap_in_the_gpu_extras_faiss(cluster):
+    """#14: faiss-cpu was installed everywhere, so the GPU index code never ran on GPU nodes."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (cpu,), (gpu,) = extras["cpu"], extras["gpu"]
+    assert f'"{cpu}"' in " ".join(cluster["setup_commands"])  # every node first
+    for name, group in cluster["available_node_types"].items():
+        swap = " ".join(group.get("worker_setup_commands", []))
+        if group.get("resources", {}).get("gpu_node"):
+            assert "uninstall -q -y faiss-cpu" in swap and f'"{gpu}"' in swap, name
+        else:
+            assert "faiss" not in swap, name
