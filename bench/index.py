@@ -3,6 +3,7 @@
     python -m bench.index [--rows 10000000] [--dim 768] [--work-shards 64] [--queries 1000]
                           [--garments 10000] [--memory-budget-gb 8] [--nprobe 4 8 16 32 64 128]
                           [--workdir /tmp/lookbook-bench-index] [--lock FILE]
+    python -m bench.index --plan     # the README's memory table (core.index_plan.memory_table)
 
 Runs the job's own code on generated embeddings (no models), each step timed on its own:
 
@@ -37,7 +38,7 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ import pyarrow.parquet as pq
 
 from bench.memory import TreeMonitor, exclusive
 from core.index import index_ids, merge_topk
+from core.index_plan import memory_table
 
 CHUNK = 1 << 15  # rows generated from one random stream; fixes the data whatever the file layout
 SEARCH_CHUNK = 1 << 16  # rows per brute-force matmul block (1,000 queries -> 256 MiB of scores)
@@ -316,7 +318,7 @@ def run_scoring(data: Data, garments: Path, index_cfg, cpus: float, interval: fl
                 rows, candidates = rows + len(batch["n_candidates"]), candidates + int(batch["n_candidates"].sum())
         seconds = time.perf_counter() - start
     actors = {p: v for p, v in monitor.process_peaks.items() if v["kind"].startswith("IndexShard")}
-    log(f"scoring: {rows} garments in {seconds:.0f} s; processes {sorted({v['kind'] for v in monitor.process_peaks.values()})}")
+    log(f"scoring: {rows} garments in {seconds:.0f} s, {len(actors)} scorer actors")
     return {"seconds": seconds, "actors": actors, "rows": rows, "candidates": candidates, "peak_tree": monitor.peak}
 
 
@@ -338,12 +340,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-budget-gb", type=float, default=8.0)
     parser.add_argument("--train-sample", type=int, default=100_000)
     parser.add_argument("--nprobe", type=int, nargs="*", default=[8, 16, 32, 64, 128])
+    parser.add_argument("--scoring-nprobe", type=int, help="nprobe of the scoring run (default: the manifest's)")
     parser.add_argument("--centres", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lookbook-bench-index"))
     parser.add_argument("--lock", type=Path, help="hold an exclusive flock on this file while measuring")
+    parser.add_argument("--plan", action="store_true", help="print the README's memory table and stop")
     args = parser.parse_args(argv)
+    if args.plan:
+        print(memory_table())
+        return
     data = Data(args.rows, args.dim, args.work_shards, args.centres, args.seed, args.workdir)
     figures: dict = {"rows": args.rows, "dim": args.dim}
     started = time.perf_counter()
@@ -391,7 +398,8 @@ def measure(args: argparse.Namespace, data: Data, queries: np.ndarray, garments:
         _, ids = merge_topk([s["results"][nprobe][1] for s in shards], [s["results"][nprobe][2] for s in shards], K)
         rows.append((nprobe, recall(ids, truth), len(queries) / seconds, brute_s / seconds))
     print_search(manifest, rows, len(queries) / brute_s)
-    scoring = run_scoring(data, garments, index_cfg, cpus / 2 / len(manifest.shards), args.interval)
+    searched = replace(index_cfg, nprobe=args.scoring_nprobe)  # None: the manifest's
+    scoring = run_scoring(data, garments, searched, cpus / 2 / len(manifest.shards), args.interval)
     ray.shutdown()
     print_memory(shards, scoring)
     chosen = next(r for r in rows if r[0] == (manifest.nprobe or 0) or len(rows) == 1)
@@ -411,6 +419,7 @@ def measure(args: argparse.Namespace, data: Data, queries: np.ndarray, garments:
         "build_task_peak_pss_gb": f"{build_peak / GIB:.2f}",
         "searcher_peak_rss_gb": f"{max(s['peak_rss'] for s in shards) / GIB:.2f}",
         "searcher_anon_gb": f"{max(s['anon'] for s in shards) / GIB:.2f}",
+        "scoring_nprobe": args.scoring_nprobe or manifest.nprobe,
         "scoring_s": f"{scoring['seconds']:.0f}",
         "scored_garments": scoring["rows"],
         "scorer_actor_peak_uss_gb": f"{max(a['uss'] for a in scoring['actors'].values()) / GIB:.2f}",

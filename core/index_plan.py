@@ -217,3 +217,38 @@ def choose_nprobe(recalls: list[dict[str, float]], target: float) -> tuple[int, 
         if worst >= target:
             return nprobe, worst
     return candidates[-1], min(at(t, candidates[-1]) for t in measured)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory per node type (README "The index")
+
+# cluster.yaml's worker types: (GiB of RAM, GiB of GPU memory). Each starts Ray with a 16 GB object
+# store (worker_start_ray_commands), and the OS and raylet take about 2 GiB more.
+NODE_TYPES = {"g5.2xlarge / g6.2xlarge": (32, 24), "c6i.8xlarge": (64, 0)}
+NODE_RESERVED_GIB = 16e9 / 2**30 + 2
+
+
+def memory_table(
+    sizes: tuple[int, ...] = (10**6, 10**7, 10**8),
+    dim: int = 768,
+    dtype: str = "float16",
+    budget_gib: float = 8.0,
+    work_shards: int = 512,
+) -> str:
+    """The Markdown table of `plan` for each crop count (equal work shards, at least one index
+    shard): type, shards, memory per scorer actor and in all, and per node type of `NODE_TYPES`
+    how many scorer actors fit one node and how many nodes hold one actor of every shard."""
+    header = ["crops", "index type", "shards", "GiB per scorer actor", "GiB all shards", "GPU GiB per actor"]
+    header += [f"{name}: actors per node, nodes" for name in NODE_TYPES]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for n in sizes:
+        p = plan([n // work_shards] * work_shards, dim, dtype, int(budget_gib * 2**30), 1)
+        spec = index_spec(p.factory, dim)
+        gpu = (spec.fixed_bytes + p.largest_shard_rows * (spec.code_bytes + ID_BYTES)) / 2**30
+        cells = [f"{n:.0e}".replace("+0", ""), f"`{p.factory}`", str(p.shards), f"{p.actor_bytes / 2**30:.1f}"]
+        cells += [f"{p.total_bytes / 2**30:.0f}", f"{gpu:.1f}"]
+        for ram, _ in NODE_TYPES.values():
+            per_node = int((ram - NODE_RESERVED_GIB) // (p.actor_bytes / 2**30))
+            cells.append(f"{per_node}, {-(-p.shards // per_node)}" if per_node else "0, -")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
         "tiers": {tier: tiers.by_value.get(tier, 0) for tier in (*TIERS, UNMATCHED)},
         "quarantine": {LOOKBOOK: lookbook_quarantine, GARMENTS: garment_quarantine},
         "work_shards": {"total": cfg.work.shards, **processed},
+        "index": {
+            "type": index.index_type, "shards": len(index.shards), "nprobe": index.nprobe,
+            "recall_at_10": index.params.get("measured_recall"), "generation": index.generation,
+        },
         "seconds": seconds,
     })  # fmt: skip
 

@@ -88,12 +88,12 @@ class ActorStage:
     """
 
     actor_class: ClassVar[type]
+    operator: ClassVar[str]  # the metrics' and ledger's name of the operator (Ray Data may subclass this class)
 
     def __init__(self, guard: AttemptGuard, counters: Sequence[str], **constructor_kwargs):
         self.timer = StepTimer()
         self.ledger, self.max_attempts = LedgerClient(guard.ledger, self.timer), guard.max_attempts
         self.scope, self.counters = guard.scope, tuple(counters)
-        self.operator = type(self).__name__
         self.ledger_scope = f"{guard.scope}/{self.operator}"
         self.inner = self.actor_class(**constructor_kwargs)
 
@@ -130,8 +130,9 @@ class ActorStage:
 def actor_stage(actor_class: type, name: str | None = None) -> type[ActorStage]:
     """The ActorStage that runs `actor_class`, named `name` (default: like the class): Ray Data
     names an operator and its actor processes after the class it is given (`MapBatches(CropEmbedder)`)."""
-    attributes = {"actor_class": actor_class, "__doc__": actor_class.__doc__}
-    return type(name or actor_class.__name__, (ActorStage,), attributes)
+    name = name or actor_class.__name__
+    attributes = {"actor_class": actor_class, "operator": name, "__doc__": actor_class.__doc__}
+    return type(name, (ActorStage,), attributes)
 
 
 def map_actors(

@@ -276,3 +276,22 @@ def test_the_search_stage_streams_through_one_pool_per_shard(local_ray, tmp_path
 
 def _rows(batch: dict) -> list[dict]:
     return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["garment_id"]))]
+
+
+@pytest.mark.gpu
+def test_a_scorer_actor_on_a_gpu_finds_what_the_cpu_finds(local_ray, tmp_path) -> None:
+    """#14: with faiss-gpu (`.[gpu]`) a shard moves to the GPU its actor was given."""
+    from core import index as shard_index
+
+    if shard_index._gpus_visible() < 1:
+        pytest.skip("no GPU visible to faiss")
+    crops = _crops(tmp_path, {0: 3000, 1: 3000})
+    index_cfg = IndexConfig(shards=2, factory="IVF16,SQfp16", nprobe=16, train_sample=6000, use_gpu="auto")
+    build(crops.output, crops.commits, 2, index_cfg, STORAGE)
+    garments = _garments(np.random.default_rng(4), 50)
+    on_gpu = _scored(crops.output, garments, ScoringConfig(top_k=10), index_cfg)
+    on_cpu = _scored(crops.output, garments, ScoringConfig(top_k=10), dataclasses.replace(index_cfg, use_gpu="off"))
+    searcher = IndexShardSearcher(f"{crops.output}/{INDEX_DIR}", 0, index_cfg, STORAGE, k=10)
+    assert shard_index._on_gpu(searcher.index)
+    assert [list(c) for c in on_gpu["candidate_crop_ids"]] == [list(c) for c in on_cpu["candidate_crop_ids"]]
+    np.testing.assert_allclose(on_gpu["score"][:-1], on_cpu["score"][:-1], atol=1e-3)

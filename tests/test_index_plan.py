@@ -131,3 +131,14 @@ def test_choose_nprobe_is_the_smallest_every_shard_reaches() -> None:
     # the second shard stopped at 4 (it reached the ceiling): at 8 it counts with 0.999
     assert choose_nprobe(tables, 0.9999) == (8, 0.999)
     assert choose_nprobe([{"0": 1.0}, {}], 0.95) == (0, 1.0)  # exact types; an empty shard
+
+
+def test_the_readme_memory_table_is_the_planners() -> None:
+    """#14: the README's memory per node type comes from the picker's own code."""
+    from pathlib import Path
+
+    from core.index_plan import memory_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert memory_table() in readme
+    assert "| 1e7 | `IVF16384_HNSW32,SQfp16` | 5 |" in memory_table()

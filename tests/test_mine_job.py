@@ -188,6 +188,8 @@ def test_summary_names_models_and_counts(run, inputs):
     assert counts["lookbook_images"] == pq.read_table(inputs["lookbook"]).num_rows
     assert counts["garments"] == counts["garments_scored"] + 2  # g_corrupt and g_gs are quarantined
     assert set(summary["seconds"]) == {"validate", "lookbook", "index", "scoring", "tiering"}
+    index = summary["index"]  # a few hundred crops: exact search in the two shards of conf/demo.yaml
+    assert (index["type"], index["shards"], index["nprobe"], index["recall_at_10"]) == ("Flat", 2, 0, 1.0)
 
 
 def test_duplicate_ids_fail_before_any_compute(inputs, model_overrides, local_ray, tmp_path):

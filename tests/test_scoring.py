@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from core.candidates import Candidates
 from core.index import merge_topk
 from core.scoring import NO_CANDIDATE, best_match
 
@@ -209,3 +210,38 @@ def test_best_match_random_against_brute_force() -> None:
             assert np.isnan(m.margin[row])
         else:
             assert m.margin[row] == pytest.approx(cands[0][0] - cands[1][0], abs=1e-5)
+
+
+# --- core/candidates.py: a garment's shortlist across index shards -------------------------------
+
+
+def _candidates(ids: list[list[int]], scores: list[list[float]]) -> Candidates:
+    ids_array = np.array(ids, np.int64)
+    return Candidates(
+        ids=ids_array,
+        s_siglip=np.array(scores, np.float32),
+        s_vlm=np.array(scores, np.float32) / 2,
+        crop_ids=np.array([[f"c{i}" if i >= 0 else None for i in row] for row in ids], dtype=object),
+        image_ids=np.array([[f"i{i}" if i >= 0 else None for i in row] for row in ids], dtype=object),
+        boxes=np.repeat(ids_array[..., None].astype(np.float32), 4, axis=2),
+    )
+
+
+def test_shortlists_merge_by_score_then_lower_id_and_keep_their_columns_together() -> None:
+    first = _candidates([[5, 9, -1], [1, 2, 3]], [[0.9, 0.4, -np.inf], [0.5, 0.5, 0.1]])
+    second = _candidates([[7, 8, -1], [0, -1, -1]], [[0.4, 0.95, -np.inf], [0.5, -np.inf, -np.inf]])
+    merged = first.merged(second, 3)
+    assert merged.ids.tolist() == [[8, 5, 7], [0, 1, 2]]  # 0.4 tie: id 7 before 9; 0.5 ties: 0, 1, 2
+    assert merged.crop_ids.tolist() == [["c8", "c5", "c7"], ["c0", "c1", "c2"]]
+    assert merged.boxes[:, :, 0].tolist() == merged.ids.tolist()
+    np.testing.assert_allclose(merged.s_vlm, merged.s_siglip / 2)
+    batch = {"x": np.zeros(2), **merged.columns()}
+    assert Candidates.of(batch, 3).crop_ids.tolist() == merged.crop_ids.tolist()  # lists of k per row, back
+    assert Candidates.of({"x": np.zeros(2)}, 3).ids.tolist() == [[-1] * 3] * 2  # none yet
+
+
+def test_candidates_of_some_garments_are_placed_in_the_batch() -> None:
+    placed = _candidates([[4, 6]], [[0.7, 0.2]]).placed(np.array([False, True, False]))
+    assert placed.ids.tolist() == [[-1, -1], [4, 6], [-1, -1]]
+    assert placed.crop_ids.tolist() == [[None, None], ["c4", "c6"], [None, None]]
+    assert np.isnan(placed.boxes[0]).all() and np.isneginf(placed.s_siglip[2]).all()
