@@ -178,10 +178,12 @@ def serialize(index: faiss.Index) -> bytes:
     return faiss.serialize_index(faiss.index_gpu_to_cpu(index) if _on_gpu(index) else index).tobytes()
 
 
-def deserialize(data: bytes, expected_sha256: str, name: str) -> faiss.Index:
-    """The index in `data`; raises ValueError when its checksum differs from the manifest's."""
-    check_sha256(sha256(data), expected_sha256, name)
-    return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+def read_local(path: str, expected_sha256: str, name: str, io_flags: int = 0) -> faiss.Index:
+    """The index in the local file `path`, read by faiss with `io_flags` (0: all of it into memory,
+    with no copy of the file's bytes besides); raises ValueError when the file's checksum differs
+    from the manifest's."""
+    check_sha256(file_sha256(path), expected_sha256, name)
+    return faiss.read_index(path, io_flags)
 
 
 def read_mapped(path: str, expected_sha256: str, name: str, factory: str) -> faiss.Index:
@@ -189,9 +191,8 @@ def read_mapped(path: str, expected_sha256: str, name: str, factory: str) -> fai
     (IVF lists or flat codes stay in the page cache, shared by every process that maps the file,
     not in the process's own memory); raises ValueError when the file's checksum differs from the
     manifest's."""
-    check_sha256(file_sha256(path), expected_sha256, name)
     mapped = faiss.IO_FLAG_MMAP if "IVF" in factory else faiss.IO_FLAG_MMAP_IFC  # faiss maps one or the other
-    return faiss.read_index(path, mapped | faiss.IO_FLAG_READ_ONLY)
+    return read_local(path, expected_sha256, name, mapped | faiss.IO_FLAG_READ_ONLY)
 
 
 def check_sha256(actual: str, expected: str, name: str) -> None:

@@ -110,9 +110,8 @@ def _fill(
     if previous is None:
         index = shard_index.from_template(template, cfg.use_gpu)
     else:
-        index = shard_index.deserialize(
-            read_bytes(join(index_dir, previous.index_file), storage, 2**62), previous.sha256, previous.index_file
-        )
+        local = local_copy(join(index_dir, previous.index_file), cfg.local_cache, storage)
+        index = shard_index.read_local(local, previous.sha256, previous.index_file)
         shard_index.remove_work_shards(index, drop)
     total = sum(f.rows for f in files)
     rng = np.random.default_rng([shard_index.SEED, shard])
