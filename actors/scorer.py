@@ -12,6 +12,7 @@ from core.config import IndexConfig, ScoringConfig
 from core.payload import Payload
 from core.schemas import ERROR, REASON, SHARD
 from core.scoring import best_candidate
+from core.shard_search import ShardSearch, reranked
 from core.steps import FORWARD, POSTPROCESS, StepTimer
 from core.storage import StorageConfig, join, local_copy
 
@@ -20,7 +21,8 @@ class IndexShardSearcher:
     """Index shard `shard` of the index under `index_dir`, memory-mapped from local files (copies
     under `cfg.local_cache` when the index is remote): its top-k crops by image cosine, and their
     payload (crop and image ids, boxes, caption embeddings). A process holds its own copy only of
-    the index's quantizer and the payload's ids; the vectors stay in the shared page cache."""
+    the index's quantizer and the payload's ids; the vectors stay in the shared page cache.
+    Compressed codes are re-ranked with the image embeddings in the payload (`core.shard_search`)."""
 
     def __init__(self, index_dir: str, shard: int, cfg: IndexConfig, storage: StorageConfig, k: int):
         manifest = shard_index.load_manifest(index_dir, storage)
@@ -28,15 +30,17 @@ class IndexShardSearcher:
         local = local_copy(join(index_dir, entry.index_file), cfg.local_cache, storage)
         index = shard_index.read_mapped(local, entry.sha256, entry.index_file, manifest.index_type)
         self.nprobe = cfg.nprobe or manifest.nprobe or None
-        self.index = shard_index.to_gpu_if_available(index, cfg.use_gpu, k, self.nprobe)
+        depth = manifest.params.get("rerank_depth", 0)
+        self.index = shard_index.to_gpu_if_available(index, cfg.use_gpu, max(k, depth), self.nprobe)
         self.payload = Payload(local_copy(join(index_dir, entry.payload_file), cfg.local_cache, storage))
+        self.shard = ShardSearch(self.index, self.payload.vectors if reranked(manifest.index_type) else None, depth)
 
     def candidates(self, image: np.ndarray, caption: np.ndarray, k: int) -> Candidates:
         """This shard's top-k crops for garments with (b, dim) unit `image` and `caption` embeddings."""
         found = Candidates.none(len(image), k)
         if not len(self.payload) or not len(image):
             return found
-        scores, ids = shard_index.search(self.index, image, k, self.nprobe)
+        scores, ids = self.shard.search(image, k, self.nprobe)
         rows = self.payload.rows(ids)
         s_vlm = np.einsum("bd,bkd->bk", caption, self.payload.captions(rows), dtype=np.float32)
         return Candidates(

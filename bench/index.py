@@ -11,7 +11,11 @@ Runs the job's own code on generated embeddings (no models), each step timed on 
    float16 `embedding` and `caption_embedding`, crop and image ids, boxes), unit vectors from a
    mixture of --centres Gaussian clusters with Zipf-like sizes and spreads (centres grouped in
    families of 16), generated in chunks from fixed seeds and cached under --workdir;
-   --queries held-out queries and --garments garments from the same mixture.
+   --queries held-out queries and --garments garments from the same mixture. --noise: how a
+   vector departs from its centre. `lowrank` (default), as learned embeddings do: mostly along
+   RANK directions of its family, with variances falling as 1/i (a power-law spectrum), plus
+   ISOTROPIC_SHARE of isotropic noise. `isotropic`: along all dimensions alike, the worst case
+   for any index (nearest neighbours within a cluster are then random points of a 768-d sphere).
 2. **truth**: the exact top-10 of each query by one chunked numpy pass over every crop file
    (float16 widened per block); its compute time (reads excluded) is the brute-force figure.
 3. **build**: `pipeline.index_build.build` on a local Ray with the machine's CPUs: the picker's
@@ -54,6 +58,8 @@ SEARCH_CHUNK = 1 << 16  # rows per brute-force matmul block (1,000 queries -> 25
 SPREAD = (0.8, 1.6)  # noise norm relative to the centre (cosine to the centre 0.53 .. 0.78)
 FAMILY_SPREAD = 0.6  # centres of one family: centre = family + 0.6 * random direction
 FAMILY_SIZE = 16
+RANK = 64  # directions a family's vectors vary along (lowrank noise)
+ISOTROPIC_SHARE = 0.1  # amplitude of the isotropic part of lowrank noise
 K = 10
 GIB = 2**30
 
@@ -67,24 +73,41 @@ class Mixture:
     centres: np.ndarray  # (c, dim) unit vectors
     spread: np.ndarray  # (c,) noise norm per centre
     weights: np.ndarray  # (c,) probabilities, ~ 1/sqrt(rank)
+    family: np.ndarray  # (c,) family of each centre
+    bases: np.ndarray | None  # (families, dim, RANK) orthonormal directions scaled by the spectrum; None: isotropic
 
 
-def mixture(dim: int, count: int, seed: int) -> Mixture:
+def mixture(dim: int, count: int, seed: int, noise_kind: str = "lowrank") -> Mixture:
     rng = np.random.default_rng([seed, 0])
     families = _unit(rng.standard_normal((max(1, count // FAMILY_SIZE), dim), dtype=np.float32))
     noise = _unit(rng.standard_normal((count, dim), dtype=np.float32))
-    centres = _unit(families[rng.integers(len(families), size=count)] + FAMILY_SPREAD * noise)
+    family = rng.integers(len(families), size=count)
+    centres = _unit(families[family] + FAMILY_SPREAD * noise)
     spread = rng.uniform(*SPREAD, size=count).astype(np.float32)
     weights = 1.0 / np.sqrt(np.arange(1, count + 1))
-    return Mixture(centres, spread, weights / weights.sum())
+    bases = None
+    if noise_kind == "lowrank":
+        spectrum = np.arange(1, RANK + 1, dtype=np.float32) ** -0.5  # standard deviations: variances ~ 1/i
+        spectrum /= np.linalg.norm(spectrum)
+        gaussian = rng.standard_normal((len(families), dim, RANK), dtype=np.float32)
+        bases = np.stack([np.linalg.qr(g)[0] for g in gaussian]) * spectrum
+    return Mixture(centres, spread, weights / weights.sum(), family, bases)
 
 
 def draw(mix: Mixture, key: tuple[int, ...], rows: int, seed: int) -> np.ndarray:
     """`rows` unit vectors rounded to float16 (as the job stores them), a pure function of (seed, key)."""
     rng = np.random.default_rng([seed, *key])
     label = rng.choice(len(mix.centres), size=rows, p=mix.weights)
-    x = rng.standard_normal((rows, mix.centres.shape[1]), dtype=np.float32)
-    x *= (mix.spread[label] / np.sqrt(x.shape[1]))[:, None]
+    dim = mix.centres.shape[1]
+    x = rng.standard_normal((rows, dim), dtype=np.float32) / np.sqrt(dim)
+    if mix.bases is not None:
+        coefficients = rng.standard_normal((rows, RANK), dtype=np.float32)
+        x *= ISOTROPIC_SHARE
+        family = mix.family[label]
+        for f in np.unique(family):
+            mine = family == f
+            x[mine] += (1 - ISOTROPIC_SHARE) * coefficients[mine] @ mix.bases[f].T
+    x *= mix.spread[label][:, None]
     x += mix.centres[label]
     return _unit(x).astype(np.float16)
 
@@ -102,10 +125,15 @@ class Data:
     centres: int
     seed: int
     workdir: Path
+    noise: str = "lowrank"
 
     @property
     def output(self) -> Path:
-        return self.workdir / f"n{self.rows}-d{self.dim}-w{self.work_shards}-c{self.centres}-s{self.seed}"
+        name = f"n{self.rows}-d{self.dim}-w{self.work_shards}-c{self.centres}-s{self.seed}-{self.noise}"
+        return self.workdir / name
+
+    def mixture(self) -> Mixture:
+        return mixture(self.dim, self.centres, self.seed, self.noise)
 
     def file(self, work_shard: int) -> str:
         return f"crops/shard={work_shard:05d}/part-00000.parquet"
@@ -121,7 +149,7 @@ def write_work_shard(data: Data, work_shard: int) -> None:
     path = data.output / data.file(work_shard)
     if path.exists():
         return
-    mix = mixture(data.dim, data.centres, data.seed)
+    mix = data.mixture()
     rows = data.shard_rows(work_shard)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
     half = pa.list_(pa.float16(), data.dim)
@@ -184,7 +212,7 @@ def commits(data: Data) -> dict:
 
 def queries_and_garments(data: Data, queries: int, garments: int) -> tuple[np.ndarray, Path]:
     """(held-out queries (q, dim) float32, a garments Parquet file as the garment stage has them before `search`)."""
-    mix = mixture(data.dim, data.centres, data.seed)
+    mix = data.mixture()
     held_out = draw(mix, (2,), queries, data.seed).astype(np.float32)
     path = data.output / f"garments-{garments}.parquet"
     if not path.exists():
@@ -254,7 +282,6 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 def search_shard(index_dir: str, shard: int, queries: np.ndarray, nprobes: list[int]) -> dict:
     """One shard loaded as a scorer actor loads it, searched at each nprobe; its memory."""
     from actors.scorer import IndexShardSearcher
-    from core import index as shard_index
     from core.config import IndexConfig
     from core.storage import StorageConfig
 
@@ -264,11 +291,11 @@ def search_shard(index_dir: str, shard: int, queries: np.ndarray, nprobes: list[
     start = time.perf_counter()
     searcher = IndexShardSearcher(index_dir, shard, IndexConfig(use_gpu="off"), StorageConfig(), K)
     load_s = time.perf_counter() - start
-    shard_index.search(searcher.index, queries[:16], K, nprobes[0])  # warm-up: faiss threads, first pages
+    searcher.shard.search(queries[:16], K, nprobes[0])  # warm-up: faiss threads, first pages
     results = {}
     for nprobe in nprobes:
         t = time.perf_counter()
-        scores, ids = shard_index.search(searcher.index, queries, K, nprobe)
+        scores, ids = searcher.shard.search(queries, K, nprobe)
         results[nprobe] = (time.perf_counter() - t, scores, ids)
     return {
         "load_s": load_s,
@@ -342,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nprobe", type=int, nargs="*", default=[8, 16, 32, 64, 128])
     parser.add_argument("--scoring-nprobe", type=int, help="nprobe of the scoring run (default: the manifest's)")
     parser.add_argument("--centres", type=int, default=1000)
+    parser.add_argument("--noise", choices=["lowrank", "isotropic"], default="lowrank")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lookbook-bench-index"))
@@ -351,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.plan:
         print(memory_table())
         return
-    data = Data(args.rows, args.dim, args.work_shards, args.centres, args.seed, args.workdir)
+    data = Data(args.rows, args.dim, args.work_shards, args.centres, args.seed, args.workdir, args.noise)
     figures: dict = {"rows": args.rows, "dim": args.dim}
     started = time.perf_counter()
 
@@ -389,6 +417,8 @@ def measure(args: argparse.Namespace, data: Data, queries: np.ndarray, garments:
     sizes = {s.index_file: os.path.getsize(Path(index_dir) / s.index_file) for s in manifest.shards}
     payload = sum(os.path.getsize(Path(index_dir) / s.payload_file) for s in manifest.shards)
     log(f"build: {manifest.index_type} x {len(manifest.shards)} shards, nprobe {manifest.nprobe} in {build_s:.0f} s")
+    for factory, measured in manifest.params["type_measurements"].items():
+        log(f"type choice on the training sample, {factory}: {measured}")
 
     nprobes = sorted({manifest.nprobe or 1, *args.nprobe}) if "IVF" in manifest.index_type else [0]
     shards = [isolated(search_shard, index_dir, s, queries, nprobes) for s in range(len(manifest.shards))]

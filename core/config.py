@@ -121,7 +121,8 @@ class IndexConfig:
     `factory` "auto" picks the type from the row count and the stored precision, and the shard
     count (at least `shards`) from `memory_budget_gb`, what one scorer actor may hold of its
     shard (see `core.index_plan`); `nprobe` None means the smallest measured to reach
-    `target_recall` on every shard. A run with new or redone crops updates the trained index in
+    `target_recall` on every shard; `rerank_depth` candidates of compressed codes are re-scored
+    exactly per query. A run with new or redone crops updates the trained index in
     place until the rows grow past `retrain_growth` times the rows it was trained at, then
     rebuilds it. `local_cache`: where scorer actors copy shards of a remote index to map them.
     `num_cpus` / `num_gpus` are per build task.
@@ -133,6 +134,7 @@ class IndexConfig:
     train_sample: int = 100_000
     nprobe: int | None = None
     target_recall: float = 0.95
+    rerank_depth: int = 256
     retrain_growth: float = 2.0
     use_gpu: str = "auto"
     local_cache: str = "~/.cache/lookbook-miner/index"

@@ -213,17 +213,28 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def train_template(sample: np.ndarray, factory: str, use_gpu: str, nprobe: int | None = None) -> bytes:
+def train_template(
+    sample: np.ndarray, factory: str, use_gpu: str, nprobe: int | None = None, quantizer: faiss.Index | None = None
+) -> bytes:
     """Serialized trained, empty index of `factory` with `nprobe` set (nothing to train for some
-    types). On a GPU (see `gpu_choice`) the k-means assignment runs there."""
+    types). On a GPU (see `gpu_choice`) the k-means assignment runs there. An IVF type given the
+    trained coarse `quantizer` of another (same nlist and quantizer type) takes a copy of it and
+    trains only its codes."""
     index = new_index(factory, sample.shape[1])
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and nprobe:
         ivf.nprobe = min(nprobe, ivf.nlist)
+    if ivf is not None and quantizer is not None:
+        hnsw = [isinstance(faiss.downcast_index(q), faiss.IndexHNSW) for q in (quantizer, ivf.quantizer)]
+        if quantizer.ntotal != ivf.nlist or hnsw[0] != hnsw[1]:
+            raise ValueError(f"{factory} cannot reuse a quantizer of {quantizer.ntotal} centroids (HNSW: {hnsw[0]})")
+        copy = faiss.clone_index(quantizer)
+        copy.this.disown()  # the IVF index owns and frees it
+        ivf.quantizer, ivf.own_fields = copy, True
     if index.is_trained:
         return serialize(index)
     clustering = None
-    if ivf is not None and gpu_choice(use_gpu, _gpus_visible())[0]:
+    if ivf is not None and gpu_choice(use_gpu, gpus_visible())[0]:
         clustering = faiss.index_cpu_to_gpu(_gpu_resources(), 0, faiss.IndexFlatL2(ivf.d))
         ivf.clustering_index = clustering
     index.train(np.ascontiguousarray(sample, np.float32))
@@ -299,8 +310,12 @@ def to_gpu_if_available(
 ) -> faiss.Index:
     """The index moved to GPU 0 when `use_gpu` is "auto" and this process sees a GPU faiss build;
     given the `k` and `nprobe` its searches will use, it stays on CPU (with a warning) when they
-    exceed the faiss GPU limits."""
-    place, reason = gpu_choice(use_gpu, _gpus_visible(), k, nprobe)
+    exceed the faiss GPU limits. Fast-scan (4-bit PQ) indexes, which faiss has no GPU version of,
+    stay on CPU."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and isinstance(faiss.downcast_index(ivf), faiss.IndexIVFFastScan):
+        return index  # fast-scan codes have no faiss GPU implementation
+    place, reason = gpu_choice(use_gpu, gpus_visible(), k, nprobe)
     if reason.startswith("over_gpu_limit"):
         warnings.warn(f"faiss index stays on CPU: {reason.split(': ', 1)[1]}", stacklevel=2)
     if not place:
@@ -308,7 +323,7 @@ def to_gpu_if_available(
     return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index, gpu_cloner_options(index))
 
 
-def _gpus_visible() -> int:
+def gpus_visible() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
 
 

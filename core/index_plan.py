@@ -1,12 +1,18 @@
 """Choosing an index: its type, how many shards, and how many IVF lists a search visits.
 
-- **Type** (`pick_factory`): exact `Flat` below FLAT_MAX_ROWS rows; above, `IVF{nlist},<codes>`
-  with nlist = 4·√n (`ivf_lists`) and, from HNSW_MIN_NLIST lists on, an HNSW coarse quantizer
-  (assigning a vector to one of 8,192+ centroids by brute force costs more than scanning its
-  lists). The codes keep the precision the crops are stored in: `SQfp16` for float16 embeddings
-  (exact on the stored vectors, half the bytes of `Flat`), `Flat` for float32. No lossy codes:
-  on the project's data the exact top-10 scores lie within a few hundredths of each other,
-  inside product quantization's error (bench/README.md: PQ96 recall@10 0.24 at 1e6).
+- **Type** (`factory_candidates`, `choose_type`): exact `Flat` below FLAT_MAX_ROWS rows; above,
+  IVF with nlist = 4·√n lists (`ivf_lists`) and, from HNSW_MIN_NLIST lists on, an HNSW coarse
+  quantizer, with one of two kinds of codes, chosen by measurement on the training sample:
+  - exact codes: `SQfp16` for float16 embeddings (exact on the stored vectors), `Flat` for float32;
+  - compressed codes: 4-bit fast-scan product quantization (`PQ{dim/4}x4fs`, dim/8 bytes a
+    vector, scanned several times faster), whose top `index.rerank_depth` candidates are
+    re-scored exactly against the stored embedding kept in the payload (`core.shard_search`).
+  Both are trained on the same sample with the same coarse quantizer, filled with it, and
+  searched with rows of it; compressed codes are kept when they reach `index.target_recall` at
+  no more than FAST_SCAN_NPROBE_RATIO times the lists exact codes need (`choose_type`); on a
+  GPU, exact codes. Compressed codes win on data with the structure of learned embeddings;
+  where the top-10 scores lie inside the codes' error (isotropic noise, bench/README.md),
+  exact codes win.
 - **Shards** (`plan`): a scorer actor holds one index shard (its vectors and the payload the
   scoring reads), so the shard count is the smallest (at least `index.shards`) whose largest shard
   fits one actor's `index.memory_budget_gb`. The budget bounds memory per actor at any index size.
@@ -17,13 +23,13 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from core import index as shard_index
+from core.shard_search import ShardSearch, array_vectors, exact_topk, reranked
 
 FLAT_MAX_ROWS = 30_000  # below this exact search costs < 1 s per 1,000 queries at dim 768 on 2 cores
 MIN_POINTS_PER_LIST = 39  # faiss k-means warns below 39 training points per centroid
@@ -39,6 +45,10 @@ ACTOR_BASE_BYTES = 768 * 2**20
 RECALL_K = 10  # recall@10, as bench/index reports it
 RECALL_QUERIES = 256  # rows of a shard used as queries when measuring its recall
 RECALL_CEILING = 0.999  # stop probing more lists once a shard's recall reaches this
+# Compressed codes are chosen while they need at most this many times the lists exact codes need:
+# a list of 4-bit fast-scan codes is scanned 7 to 18 times faster than one of float16 codes on
+# this project's CPUs (AVX2 / AVX-512), re-ranking included (bench/README.md "index types").
+FAST_SCAN_NPROBE_RATIO = 4
 
 
 @dataclass(frozen=True)
@@ -74,8 +84,8 @@ def index_spec(factory: str, dim: int) -> IndexSpec:
     fixed += ivf.nlist * ivf.d * 4  # coarse centroids
     if isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW):
         fixed += ivf.nlist * HNSW_M * 2 * 4  # level-0 links; upper levels add ~1/M of that
-    if re.search(r"(?:^|,)PQ\d", factory):
-        fixed += 256 * ivf.d * 4  # PQ codebooks (8-bit codes)
+    if reranked(factory):
+        fixed += (16 if "x4fs" in factory else 256) * ivf.d * 4  # PQ codebooks (4- or 8-bit codes)
     return IndexSpec(factory, dim, ivf.nlist, ivf.code_size, fixed)
 
 
@@ -94,18 +104,26 @@ def train_rows(nlist: int, n_rows: int, train_sample: int) -> int:
     return min(n_rows, max(train_sample, MIN_POINTS_PER_LIST * nlist))
 
 
-def pick_factory(n_rows: int, dim: int, store_dtype: str) -> str:
-    """The faiss factory string for `n_rows` crops of `dim` stored as `store_dtype` (module docstring)."""
+def factory_candidates(n_rows: int, dim: int, store_dtype: str) -> list[str]:
+    """The faiss factory strings `choose_type` measures for `n_rows` crops of `dim` stored as
+    `store_dtype` (module docstring): ["Flat"], or IVF with exact codes and with compressed codes."""
     if n_rows < FLAT_MAX_ROWS:
-        return "Flat"
+        return ["Flat"]
     nlist = ivf_lists(n_rows)
     quantizer = f"IVF{nlist}_HNSW{HNSW_M}" if nlist >= HNSW_MIN_NLIST else f"IVF{nlist}"
-    return f"{quantizer},{'SQfp16' if store_dtype == 'float16' else 'Flat'}"
+    exact = "SQfp16" if store_dtype == "float16" else "Flat"
+    return [f"{quantizer},{exact}", f"{quantizer},PQ{pq_subquantizers(dim)}x4fs"]
 
 
-def payload_bytes_per_row(dim: int, store_dtype: str) -> int:
-    """Bytes a scorer actor maps per crop besides its index code: caption embedding and ids."""
-    return dim * np.dtype(store_dtype).itemsize + PAYLOAD_FIXED_BYTES
+def pq_subquantizers(dim: int) -> int:
+    """Sub-quantizers of the compressed codes: one per 4 dimensions (per 2 or 1 when 4 does not divide dim)."""
+    return next(dim // step for step in (4, 2, 1) if dim % step == 0)
+
+
+def payload_bytes_per_row(dim: int, store_dtype: str, rerank: bool = False) -> int:
+    """Bytes a scorer actor maps per crop besides its index code: caption embedding and ids, and
+    the image embedding when the codes are re-ranked."""
+    return (2 if rerank else 1) * dim * np.dtype(store_dtype).itemsize + PAYLOAD_FIXED_BYTES
 
 
 @dataclass(frozen=True)
@@ -143,14 +161,16 @@ def plan(
     factory: str = "auto",
 ) -> IndexPlan:
     """The index for crops whose work shards hold `rows_per_work_shard` rows: `factory` ("auto":
-    `pick_factory`) in the fewest shards (>= min_shards, <= the work shards) whose largest fits
-    `budget_bytes` per scorer actor. Raises ValueError when even one work shard per index shard
-    does not fit."""
+    whichever of `factory_candidates` needs more memory, so that the shard count fits either) in
+    the fewest shards (>= min_shards, <= the work shards) whose largest fits `budget_bytes` per
+    scorer actor. Raises ValueError when even one work shard per index shard does not fit."""
     n_rows, work_shards = sum(rows_per_work_shard), len(rows_per_work_shard)
     min_shards = min_shards if n_rows else 1  # no crops: one empty shard
-    factory = pick_factory(n_rows, dim, store_dtype) if factory == "auto" else factory
+    if factory == "auto":
+        candidates = factory_candidates(n_rows, dim, store_dtype)
+        factory = max(candidates, key=lambda f: bytes_per_row(f, dim, store_dtype))
     spec = index_spec(factory, dim)
-    per_row = spec.code_bytes + ID_BYTES + payload_bytes_per_row(dim, store_dtype)
+    per_row = bytes_per_row(factory, dim, store_dtype)
     fixed = spec.fixed_bytes + ACTOR_BASE_BYTES
     for shards in range(max(1, min(min_shards, work_shards)), max(work_shards, 1) + 1):
         largest = max((sum(rows_per_work_shard[s::shards]) for s in range(shards)), default=0)
@@ -165,31 +185,35 @@ def plan(
     )
 
 
+def bytes_per_row(factory: str, dim: int, store_dtype: str) -> int:
+    """What one crop costs a scorer actor: its code, id and payload."""
+    return index_spec(factory, dim).code_bytes + ID_BYTES + payload_bytes_per_row(dim, store_dtype, reranked(factory))
+
+
 def probes(nlist: int) -> list[int]:
     """The nprobe values measured: powers of two up to nlist (and the faiss GPU limit)."""
     top = min(nlist, shard_index.GPU_MAX_NPROBE)
     return [2**i for i in range(top.bit_length()) if 2**i <= top]
 
 
-def shard_recall(index: faiss.Index, queries: np.ndarray, query_ids: np.ndarray) -> dict[str, float]:
+def shard_recall(shard: ShardSearch, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """nprobe -> recall@RECALL_K of a CPU shard at that nprobe ({"0": 1.0} for exact types, {}
     for an IVF shard of at most RECALL_K rows).
 
-    Leave-one-out: `queries` are vectors stored in the shard under `query_ids`; each query's own
-    id is dropped from both result lists. The truth is the same index searched with every list
-    probed, exact over the stored codes. Probing stops once recall reaches RECALL_CEILING.
+    Leave-one-out: `queries` are vectors stored in the shard under `query_ids`; `truth` (q, >=
+    RECALL_K + 1) their exact nearest ids, self included (`exact_neighbours`); each query's own
+    id is dropped from both lists. Probing stops once recall reaches RECALL_CEILING.
     """
-    ivf = faiss.try_extract_index_ivf(index)
+    ivf = faiss.try_extract_index_ivf(shard.index)
     if ivf is None:
         return {"0": 1.0}
-    if index.ntotal <= RECALL_K or not len(queries):
+    if shard.index.ntotal <= RECALL_K or not len(queries):
         return {}  # too few rows to measure
-    k = RECALL_K + 1
-    truth = _without_self(shard_index.search(index, queries, k, ivf.nlist)[1], query_ids)
+    expected = _without_self(truth, query_ids)
     recalls = {}
     for nprobe in probes(ivf.nlist):
-        found = _without_self(shard_index.search(index, queries, k, nprobe)[1], query_ids)
-        recalls[str(nprobe)] = float(np.mean([len(set(a) & set(b)) for a, b in zip(found, truth)]) / RECALL_K)
+        found = _without_self(shard.search(queries, RECALL_K + 1, nprobe)[1], query_ids)
+        recalls[str(nprobe)] = float(np.mean([len(set(a) & set(b)) for a, b in zip(found, expected)]) / RECALL_K)
         if recalls[str(nprobe)] >= RECALL_CEILING:
             break
     return recalls
@@ -197,6 +221,39 @@ def shard_recall(index: faiss.Index, queries: np.ndarray, query_ids: np.ndarray)
 
 def _without_self(ids: np.ndarray, own: np.ndarray) -> list[list[int]]:
     return [[i for i in row if i != me and i >= 0][:RECALL_K] for row, me in zip(ids.tolist(), own.tolist())]
+
+
+def exact_neighbours(shard: ShardSearch, queries: np.ndarray, blocks=None) -> np.ndarray:
+    """(q, RECALL_K + 1) exact nearest ids of `queries` in the shard: by exhaustive search when its
+    codes are exact, else from the stored vectors' `blocks` ((vectors, ids) pairs)."""
+    ivf = faiss.try_extract_index_ivf(shard.index)
+    if shard.vectors is None:
+        return shard.search(queries, RECALL_K + 1, ivf.nlist if ivf is not None else None)[1]
+    return exact_topk(queries, blocks, RECALL_K + 1)[1]
+
+
+def measure_type(factory: str, template: bytes, sample: np.ndarray, depth: int) -> dict[str, float]:
+    """`shard_recall` of the trained empty `template` of `factory` filled with `sample` (ids = row
+    numbers), RECALL_QUERIES of its rows as queries, compressed codes re-ranked at `depth`."""
+    index = shard_index.add(shard_index.from_template(template, "off"), sample, np.arange(len(sample)))
+    shard = ShardSearch(index, array_vectors(sample) if reranked(factory) else None, depth)
+    picks = np.random.default_rng(shard_index.SEED).choice(len(sample), min(RECALL_QUERIES, len(sample)), replace=False)
+    truth = exact_topk(sample[picks], [(sample, np.arange(len(sample)))], RECALL_K + 1)[1]
+    return shard_recall(shard, sample[picks], picks, truth)
+
+
+def choose_type(recalls: dict[str, dict[str, float]], target: float, on_gpu: bool) -> str:
+    """Of an exact-codes and a compressed-codes factory with their `measure_type` recalls, the
+    compressed one when it reaches `target` at no more than FAST_SCAN_NPROBE_RATIO times the lists
+    the exact one needs (or when only it reaches `target`), else the exact one. On a GPU, which
+    scans exact codes and has no fast-scan kernels, always the exact one."""
+    exact, compressed = sorted(recalls, key=reranked)
+    need = {f: min((int(p) for p, r in recalls[f].items() if r >= target), default=None) for f in recalls}
+    if on_gpu or need[compressed] is None:
+        return exact
+    if need[exact] is None or need[compressed] <= FAST_SCAN_NPROBE_RATIO * need[exact]:
+        return compressed
+    return exact
 
 
 def choose_nprobe(recalls: list[dict[str, float]], target: float) -> tuple[int, float]:
@@ -236,16 +293,19 @@ def memory_table(
     work_shards: int = 512,
 ) -> str:
     """The Markdown table of `plan` for each crop count (equal work shards, at least one index
-    shard): type, shards, memory per scorer actor and in all, and per node type of `NODE_TYPES`
-    how many scorer actors fit one node and how many nodes hold one actor of every shard."""
+    shard): the candidate types, the shards that fit either, memory per scorer actor and in all,
+    and per node type of `NODE_TYPES` how many scorer actors fit one node and how many nodes
+    hold one actor of every shard."""
     header = ["crops", "index type", "shards", "GiB per scorer actor", "GiB all shards", "GPU GiB per actor"]
     header += [f"{name}: actors per node, nodes" for name in NODE_TYPES]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for n in sizes:
         p = plan([n // work_shards] * work_shards, dim, dtype, int(budget_gib * 2**30), 1)
-        spec = index_spec(p.factory, dim)
+        candidates = factory_candidates(n, dim, dtype)
+        spec = index_spec(candidates[0], dim)  # exact codes: the type a GPU searches
         gpu = (spec.fixed_bytes + p.largest_shard_rows * (spec.code_bytes + ID_BYTES)) / 2**30
-        cells = [f"{n:.0e}".replace("+0", ""), f"`{p.factory}`", str(p.shards), f"{p.actor_bytes / 2**30:.1f}"]
+        kinds = " or ".join(f"`{f}`" for f in candidates)
+        cells = [f"{n:.0e}".replace("+0", ""), kinds, str(p.shards), f"{p.actor_bytes / 2**30:.1f}"]
         cells += [f"{p.total_bytes / 2**30:.0f}", f"{gpu:.1f}"]
         for ram, _ in NODE_TYPES.values():
             per_node = int((ram - NODE_RESERVED_GIB) // (p.actor_bytes / 2**30))

@@ -1,5 +1,7 @@
 """An index shard's payload: per crop of the shard, what scoring reads besides the index, in an
-Arrow IPC file sorted by index id that searchers memory-map (zero copy, shared page cache)."""
+Arrow IPC file sorted by index id that searchers memory-map (zero copy, shared page cache). Shards
+with compressed codes (`core.shard_search.reranked`) also keep the stored image embedding, which
+their searches re-rank with."""
 
 from __future__ import annotations
 
@@ -10,20 +12,24 @@ from core.arrow import matrix
 
 INDEX_ID = "index_id"
 COLUMNS = ["crop_id", "image_id", "box", "caption_embedding"]  # read from the crop files, plus INDEX_ID
+EMBEDDING = "embedding"  # the image embedding, kept for re-ranking
 BATCH_ROWS = 1 << 18  # rows per record batch of a payload file: few batches, each a zero-copy view
 
 
-def schema(dim: int, dtype: str) -> pa.Schema:
+def columns(rerank: bool) -> list[str]:
+    """The crop-file columns a payload holds (besides INDEX_ID)."""
+    return COLUMNS + [EMBEDDING] if rerank else COLUMNS
+
+
+def schema(dim: int, dtype: str, rerank: bool = False) -> pa.Schema:
     value = pa.float16() if dtype == "float16" else pa.float32()
-    return pa.schema(
-        [
-            ("crop_id", pa.string()),
-            ("image_id", pa.string()),
-            ("box", pa.list_(pa.float32(), 4)),
-            ("caption_embedding", pa.list_(value, dim)),
-            (INDEX_ID, pa.int64()),
-        ]
-    )
+    fields = [
+        ("crop_id", pa.string()),
+        ("image_id", pa.string()),
+        ("box", pa.list_(pa.float32(), 4)),
+        ("caption_embedding", pa.list_(value, dim)),
+    ]
+    return pa.schema(fields + ([(EMBEDDING, pa.list_(value, dim))] if rerank else []) + [(INDEX_ID, pa.int64())])
 
 
 def read(path: str) -> pa.Table:
@@ -41,6 +47,7 @@ class Payload:
         self.crop_id, self.image_id = table["crop_id"], table["image_id"]
         self.box = ChunkedRows(table["box"])
         self.caption = ChunkedRows(table["caption_embedding"])
+        self.embedding = ChunkedRows(table[EMBEDDING]) if EMBEDDING in table.column_names else None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -55,6 +62,15 @@ class Payload:
     def captions(self, rows: np.ndarray) -> np.ndarray:
         """(..., dim) float32 caption embeddings of payload `rows` (zeros for -1)."""
         return self.caption.take(rows, 0.0)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """(..., dim) float32 image embeddings of index `ids` (zeros for -1): `core.shard_search.Vectors`."""
+        return self.embedding.take(self.rows(ids), 0.0)
+
+    def blocks(self):
+        """(image embeddings (n, dim) as stored, their index ids (n,)) per record batch, zero copy."""
+        for start, part in zip(self.embedding.starts, self.embedding.parts):
+            yield part, self.ids[start : start + len(part)]
 
     def boxes(self, rows: np.ndarray) -> np.ndarray:
         """(..., 4) float32 boxes of payload `rows` (NaN for -1)."""

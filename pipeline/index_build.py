@@ -7,7 +7,9 @@ records: **kept** (same crop files and settings); **updated** (same settings and
 within `index.retrain_growth` times those the template was trained at, the same shard count
 still fits the budget): each touched shard drops the vectors of its changed or removed work
 shards and adds their new rows, against the same trained template; **rebuilt** otherwise: one
-task trains the template on a sample across all files, then one task per shard fills a copy.
+task trains the candidate types on a sample across all files and keeps the one
+`core.index_plan.choose_type` measures fastest at the target recall, then one task per shard
+fills a copy of its template.
 No process holds more than one shard's vectors in float32 at once: rows are added a file at a
 time and the payload is streamed into its file.
 """
@@ -32,7 +34,9 @@ from core import index as shard_index
 from core import index_plan, payload
 from core.arrow import matrix
 from core.config import IndexConfig, MineConfig
+from core.payload import Payload
 from core.schemas import CROPS_DIR, INDEX_DIR
+from core.shard_search import ShardSearch, reranked
 from core.storage import StorageConfig, filesystem, join, local_copy, put_file, read_bytes, write_bytes
 from pipeline.commits import ShardCommit
 
@@ -85,11 +89,23 @@ def read_sample(files: list[CropFile], size: int, storage: StorageConfig) -> np.
 
 @ray.remote
 def _train(
-    files: list[CropFile], factory: str, rows: int, dim: int, use_gpu: str, storage: StorageConfig
-) -> tuple[bytes, int]:
-    """(serialized trained empty index, rows it was trained on); no rows for types that need no training."""
+    files: list[CropFile], factories: list[str], rows: int, dim: int, cfg: IndexConfig, storage: StorageConfig
+) -> tuple[bytes, str, int, dict]:
+    """(serialized trained empty index, its factory, rows it was trained on, the recalls
+    `choose_type` chose by): one of `factories` (the first trains the coarse quantizer, the other
+    reuses it); no rows for types that need no training."""
     sample = read_sample(files, rows, storage) if rows else np.zeros((0, dim), np.float32)
-    return shard_index.train_template(sample, factory, use_gpu), len(sample)
+    templates = {factories[0]: shard_index.train_template(sample, factories[0], cfg.use_gpu)}
+    first = shard_index.from_template(templates[factories[0]], "off")
+    for factory in factories[1:]:
+        quantizer = faiss.extract_index_ivf(first).quantizer
+        templates[factory] = shard_index.train_template(sample, factory, cfg.use_gpu, quantizer=quantizer)
+    if len(templates) == 1:
+        return templates[factories[0]], factories[0], len(sample), {}
+    measured = {f: index_plan.measure_type(f, t, sample, cfg.rerank_depth) for f, t in templates.items()}
+    on_gpu = shard_index.gpu_choice(cfg.use_gpu, shard_index.gpus_visible())[0]
+    chosen = index_plan.choose_type(measured, cfg.target_recall, on_gpu)
+    return templates[chosen], chosen, len(sample), measured
 
 
 @ray.remote
@@ -100,13 +116,15 @@ def _fill(
     files: list[CropFile],
     digests: dict[str, str],
     template: bytes,
+    factory: str,
     names: tuple[str, str],
     index_dir: str,
     cfg: IndexConfig,
     storage: StorageConfig,
 ) -> shard_index.ShardEntry:
     """Index shard `shard`: the `previous` one (None: from the template) without the work shards in
-    `drop`, plus the rows of `files`; written under `names` (index, payload) with its recall."""
+    `drop`, plus the rows of `files`, of type `factory`; written under `names` (index, payload)
+    with its recall."""
     if previous is None:
         index = shard_index.from_template(template, cfg.use_gpu)
     else:
@@ -117,21 +135,28 @@ def _fill(
     rng = np.random.default_rng([shard_index.SEED, shard])
     picks = np.sort(rng.choice(total, min(index_plan.RECALL_QUERIES, total), replace=False))
     queries, query_ids, seen = [], [], 0
-    with PayloadWriter(join(index_dir, names[1]), previous, drop, index_dir, cfg, storage) as shard_payload:
+    columns = payload.columns(reranked(factory))
+    with PayloadWriter(
+        join(index_dir, names[1]), previous, drop, index_dir, cfg, storage, reranked(factory)
+    ) as shard_payload:
         for f in files:
             fs, path = filesystem(f.uri, storage)
-            table = pq.read_table(path, filesystem=fs, columns=["embedding", *payload.COLUMNS])
+            table = pq.read_table(path, filesystem=fs, columns=list(dict.fromkeys(["embedding", *columns])))
             ids = shard_index.index_ids(f.work_shard, f.rows, f.first_row)
             vectors = matrix(table["embedding"])
             shard_index.add(index, vectors, ids)
             mine = picks[(picks >= seen) & (picks < seen + f.rows)] - seen
             queries.append(vectors[mine])
             query_ids.append(ids[mine])
-            shard_payload.write(table.select(payload.COLUMNS).append_column(payload.INDEX_ID, pa.array(ids)))
+            shard_payload.write(table.select(columns).append_column(payload.INDEX_ID, pa.array(ids)))
             seen += f.rows
     cpu = faiss.index_gpu_to_cpu(index) if shard_index._on_gpu(index) else index
     if files:
-        recall = index_plan.shard_recall(cpu, np.concatenate(queries), np.concatenate(query_ids))
+        stored = Payload(local_copy(join(index_dir, names[1]), cfg.local_cache, storage)) if reranked(factory) else None
+        shard = ShardSearch(cpu, stored.vectors if stored else None, cfg.rerank_depth)
+        queries = np.concatenate(queries)
+        truth = index_plan.exact_neighbours(shard, queries, stored.blocks() if stored else None)
+        recall = index_plan.shard_recall(shard, queries, np.concatenate(query_ids), truth)
     else:  # an update that only removed work shards keeps the measured recall
         recall = previous.recall if previous else {}
     return replace(
@@ -150,7 +175,7 @@ def _write_index(index: faiss.Index, index_dir: str, name: str, storage: Storage
 
 
 class PayloadWriter:
-    """Streams one shard's payload (payload.COLUMNS plus payload.INDEX_ID, sorted by id) into an
+    """Streams one shard's payload (`payload.columns(rerank)` plus payload.INDEX_ID, sorted by id) into an
     Arrow IPC file at `uri` in record batches of payload.BATCH_ROWS: the rows of `previous` not in
     the work shards `drop` first, then each `write`."""
 
@@ -162,8 +187,10 @@ class PayloadWriter:
         index_dir: str,
         cfg: IndexConfig,
         storage: StorageConfig,
+        rerank: bool,
     ):
         self.uri, self.storage, self.writer, self.pending = uri, storage, None, []
+        self.rerank = rerank
         handle, self.local = tempfile.mkstemp(suffix=".arrow")
         os.close(handle)
         if previous is not None:
@@ -202,7 +229,7 @@ class PayloadWriter:
     def sort_and_put(self) -> None:
         """Put the file at its uri, rewritten sorted by id when an update interleaved kept and added rows."""
         if self.writer is None:
-            pa.ipc.new_file(self.local, payload.schema(0, "float16")).close()
+            pa.ipc.new_file(self.local, payload.schema(0, "float16", self.rerank)).close()
         else:
             table = payload.read(self.local)
             order = np.argsort(table[payload.INDEX_ID].to_numpy(), kind="stable")
@@ -280,19 +307,24 @@ def build(
         rows[f.work_shard] += f.rows
     update = updatable(old, settings, dim, dtype, rows, cfg)
     budget = int(cfg.memory_budget_gb * 2**30)
-    factory = cfg.factory if sum(rows) else "Flat"  # nothing to train a type on
-    chosen = update or index_plan.plan(rows, max(dim, 1), dtype, budget, cfg.shards, factory)
     generation = (old.generation + 1) if old else 1
     resources = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}
+    measured = {}
     if update:
+        chosen = update
         template_file, train_rows, trained_at = old.template_file, old.train_rows, old.trained_at_rows
         template = read_bytes(join(index_dir, template_file), storage, 2**40)
         before = old.work_shards()
         changed = {w for w in digests if before.get(w) != digests[w]} | (set(before) - set(digests))
     else:
-        sample = index_plan.train_rows(chosen.nlist, sum(rows), cfg.train_sample) if chosen.nlist else 0
-        task = _train.options(**resources).remote(files, chosen.factory, sample, max(dim, 1), cfg.use_gpu, storage)
-        template, train_rows = ray.get(task)
+        factories = ["Flat"] if not sum(rows) else [cfg.factory]  # "Flat": nothing to train a type on
+        if factories == ["auto"]:
+            factories = index_plan.factory_candidates(sum(rows), dim, dtype)
+        nlist = index_plan.index_spec(factories[0], max(dim, 1)).nlist
+        sample = index_plan.train_rows(nlist, sum(rows), cfg.train_sample) if nlist else 0
+        task = _train.options(**resources).remote(files, factories, sample, max(dim, 1), cfg, storage)
+        template, factory, train_rows, measured = ray.get(task)
+        chosen = index_plan.plan(rows, max(dim, 1), dtype, budget, cfg.shards, factory)
         template_file, trained_at = f"template.g{generation:05d}.faiss", sum(rows)
         write_bytes(join(index_dir, template_file), template, storage)
         changed = set(range(work_shards))
@@ -308,7 +340,7 @@ def build(
         previous = old.shards[s] if update else None
         todo = [f for f in files if f.work_shard in mine]
         tasks[s] = _fill.options(**resources).remote(
-            s, previous, mine, todo, shard_digests, template, names, index_dir, cfg, storage
+            s, previous, mine, todo, shard_digests, template, chosen.factory, names, index_dir, cfg, storage
         )
     entries = dict(zip(tasks, ray.get(list(tasks.values()))))
     shards = [entries.get(s) or old.shards[s] for s in range(chosen.shards)]
@@ -334,6 +366,8 @@ def build(
             "settings": settings,
             "dtype": dtype,
             "measured_recall": recall,
+            "rerank_depth": cfg.rerank_depth if reranked(chosen.factory) else 0,
+            "type_measurements": old.params.get("type_measurements", {}) if update else measured,
             "built": "updated" if update else "rebuilt",
         },
         source=source,

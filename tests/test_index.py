@@ -333,7 +333,7 @@ def test_cpu_build_never_moves_to_gpu() -> None:
 
 
 def test_over_gpu_limit_falls_back_to_cpu(monkeypatch) -> None:
-    monkeypatch.setattr(shard_index, "_gpus_visible", lambda: 1)
+    monkeypatch.setattr(shard_index, "gpus_visible", lambda: 1)
     index = new_index("Flat", 4)
     with pytest.warns(UserWarning, match="stays on CPU: k=5000 exceeds"):
         assert to_gpu_if_available(index, "auto", k=5000, nprobe=8) is index
@@ -357,7 +357,7 @@ def test_float16_lookup_tables_only_where_faiss_needs_them() -> None:
 @pytest.mark.gpu
 def test_gpu_shard_equals_the_cpu_shard() -> None:
     """#14: faiss-gpu for real. Runs where a GPU faiss build sees a GPU (`pip install .[gpu]`)."""
-    if shard_index._gpus_visible() < 1:
+    if shard_index.gpus_visible() < 1:
         pytest.skip("no GPU visible to faiss")
     rng = np.random.default_rng(12)
     vectors, queries = _clustered(rng, 20_000, 64), _clustered(rng, 100, 64)

@@ -121,10 +121,14 @@ def _crops(tmp_path, sizes: dict[int, int], seed: int = 0) -> Crops:
     return crops
 
 
-@pytest.mark.parametrize(("factory", "nprobe"), [("auto", None), ("IVF8,SQfp16", 8), ("IVF8_HNSW32,SQfp16", 8)])
+@pytest.mark.parametrize(
+    ("factory", "nprobe"),
+    [("auto", None), ("IVF8,SQfp16", 8), ("IVF8_HNSW32,SQfp16", 8), ("IVF8,PQ4x4fs", 8)],
+)
 def test_scoring_over_every_shard_equals_exact_search(local_ray, tmp_path, factory: str, nprobe) -> None:
+    """Compressed codes (PQ4x4fs: 2 bytes a vector) re-ranked at a depth that covers each shard are exact too."""
     crops = _crops(tmp_path, {0: 120, 1: 0, 2: 250, 3: 130, 5: 61})
-    index_cfg = IndexConfig(shards=3, factory=factory, nprobe=nprobe, train_sample=300, use_gpu="off")
+    index_cfg = IndexConfig(shards=3, factory=factory, nprobe=nprobe, train_sample=300, rerank_depth=320, use_gpu="off")
     manifest = build(crops.output, crops.commits, 8, index_cfg, STORAGE)
     assert manifest.rows == 561 and manifest.dim == DIM and len(manifest.shards) == 3
     assert [sorted(map(int, s.work_shards)) for s in manifest.shards] == [[0, 3], [1], [2, 5]]
@@ -145,10 +149,11 @@ def test_scoring_over_every_shard_equals_exact_search(local_ray, tmp_path, facto
     assert scored["crop_id"][-1] is None and np.isnan(scored["score"][-1])
 
 
-def test_update_replaces_changed_work_shards_and_equals_a_rebuild(local_ray, tmp_path) -> None:
+@pytest.mark.parametrize("factory", ["IVF8,SQfp16", "IVF8,PQ4x4fs"])
+def test_update_replaces_changed_work_shards_and_equals_a_rebuild(local_ray, tmp_path, factory: str) -> None:
     """#14: a run with new and redone lookbook shards adds to the trained index instead of rebuilding it."""
     crops = _crops(tmp_path, {0: 300, 1: 300, 2: 300, 3: 300})
-    index_cfg = IndexConfig(shards=2, factory="IVF8,SQfp16", train_sample=1200, use_gpu="off")
+    index_cfg = IndexConfig(shards=2, factory=factory, train_sample=1200, rerank_depth=600, use_gpu="off")
     first = build(crops.output, crops.commits, 8, index_cfg, STORAGE)
     index = tmp_path / "out" / INDEX_DIR
     untouched = first.shards[1].index_file
@@ -167,6 +172,8 @@ def test_update_replaces_changed_work_shards_and_equals_a_rebuild(local_ray, tmp
     ids = payload.read(str(index / second.shards[0].payload_file))[payload.INDEX_ID].to_numpy()
     assert (np.diff(ids) > 0).all() and set(work_shard_of(ids).tolist()) == {2, 4}
     assert ids.tolist() == sorted(i for i in crops.vectors if (i >> 40) % 2 == 0)
+    stored = payload.read(str(index / second.shards[0].payload_file)).column_names
+    assert (payload.EMBEDDING in stored) == ("PQ" in factory)  # compressed codes keep the vectors to re-rank with
 
     every_list = dataclasses.replace(index_cfg, nprobe=8)
     garments = _garments(np.random.default_rng(3), 20)
@@ -283,7 +290,7 @@ def test_a_scorer_actor_on_a_gpu_finds_what_the_cpu_finds(local_ray, tmp_path) -
     """#14: with faiss-gpu (`.[gpu]`) a shard moves to the GPU its actor was given."""
     from core import index as shard_index
 
-    if shard_index._gpus_visible() < 1:
+    if shard_index.gpus_visible() < 1:
         pytest.skip("no GPU visible to faiss")
     crops = _crops(tmp_path, {0: 3000, 1: 3000})
     index_cfg = IndexConfig(shards=2, factory="IVF16,SQfp16", nprobe=16, train_sample=6000, use_gpu="auto")

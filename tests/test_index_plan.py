@@ -1,6 +1,7 @@
 """Tests for core/index_plan.py: the type picker, shards sized to the per-actor budget, recall
 measured per shard and the nprobe chosen from it."""
 
+import faiss
 import numpy as np
 import pytest
 
@@ -13,15 +14,19 @@ from core.index_plan import (
     MIN_POINTS_PER_LIST,
     RECALL_CEILING,
     choose_nprobe,
+    choose_type,
+    exact_neighbours,
+    factory_candidates,
     index_spec,
     ivf_lists,
+    measure_type,
     payload_bytes_per_row,
-    pick_factory,
     plan,
     probes,
     shard_recall,
     train_rows,
 )
+from core.shard_search import ShardSearch
 
 GIB = 2**30
 
@@ -41,7 +46,7 @@ def test_training_rows_follow_the_list_count() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n_rows", "dtype", "factory"),
+    ("n_rows", "dtype", "exact"),
     [
         (0, "float16", "Flat"),
         (FLAT_MAX_ROWS - 1, "float16", "Flat"),
@@ -52,9 +57,14 @@ def test_training_rows_follow_the_list_count() -> None:
         (100_000_000, "float16", "IVF32768_HNSW32,SQfp16"),
     ],
 )
-def test_pick_factory(n_rows: int, dtype: str, factory: str) -> None:
-    assert pick_factory(n_rows, 768, dtype) == factory
-    assert ("HNSW" in factory) == (ivf_lists(n_rows) >= HNSW_MIN_NLIST and n_rows >= FLAT_MAX_ROWS)
+def test_factory_candidates(n_rows: int, dtype: str, exact: str) -> None:
+    candidates = factory_candidates(n_rows, 768, dtype)
+    if exact == "Flat":
+        assert candidates == ["Flat"]
+    else:  # the same lists with exact codes, or with 4-bit fast-scan codes (one per 4 dimensions)
+        assert candidates == [exact, exact.split(",")[0] + ",PQ192x4fs"]
+    assert ("HNSW" in exact) == (ivf_lists(n_rows) >= HNSW_MIN_NLIST and n_rows >= FLAT_MAX_ROWS)
+    assert factory_candidates(10**6, 100, dtype)[1] == "IVF4096,PQ25x4fs"  # 4 does not divide 100
 
 
 def test_index_spec_memory() -> None:
@@ -65,6 +75,8 @@ def test_index_spec_memory() -> None:
     assert (sq.nlist, sq.code_bytes, sq.fixed_bytes) == (4096, 768 * 2, 4096 * 768 * 4)
     hnsw = index_spec("IVF16384_HNSW32,SQfp16", 768)
     assert hnsw.fixed_bytes == 16384 * 768 * 4 + 16384 * 32 * 2 * 4
+    fast = index_spec("IVF4096,PQ192x4fs", 768)
+    assert (fast.code_bytes, fast.fixed_bytes) == (96, 4096 * 768 * 4 + 16 * 768 * 4)
     pq = index_spec("OPQ16_512,IVF1024,PQ16", 768)  # an explicit factory string is still understood
     assert (pq.nlist, pq.code_bytes) == (1024, 16)
     assert pq.fixed_bytes == 768 * 512 * 4 + 1024 * 512 * 4 + 256 * 512 * 4
@@ -73,9 +85,10 @@ def test_index_spec_memory() -> None:
 def test_plan_sizes_shards_to_the_budget_per_actor() -> None:
     rows = [156_250] * 64  # 1e7 crops in 64 equal work shards
     p = plan(rows, 768, "float16", 8 * GIB, 4)
-    assert p.factory == "IVF16384_HNSW32,SQfp16"
-    per_row = 768 * 2 + 8 + payload_bytes_per_row(768, "float16")
-    assert p.bytes_per_row == per_row
+    # "auto" plans for the candidate that needs more: compressed codes keep the embedding in the payload
+    assert p.factory == "IVF16384_HNSW32,PQ192x4fs"
+    per_row = 96 + 8 + payload_bytes_per_row(768, "float16", rerank=True)
+    assert p.bytes_per_row == per_row > 768 * 2 + 8 + payload_bytes_per_row(768, "float16")
     fixed = ACTOR_BASE_BYTES + index_spec(p.factory, 768).fixed_bytes
     assert fixed + 16 * 156_250 * per_row > 8 * GIB  # 4 shards of 16 work shards do not fit
     assert p.shards == 5 and p.largest_shard_rows == 13 * 156_250  # 5 do: 13, 13, 13, 13 and 12
@@ -110,18 +123,62 @@ def test_shard_recall_is_leave_one_out_and_rises_with_nprobe() -> None:
     rng = np.random.default_rng(0)
     vectors = _clustered(rng, 20_000, 32, 64)
     ids = index_ids(5, len(vectors))
-    index = add(from_template(train_template(vectors, "IVF128,SQfp16", "off"), "off"), vectors, ids)
+    shard = ShardSearch(add(from_template(train_template(vectors, "IVF128,SQfp16", "off"), "off"), vectors, ids))
     picks = rng.choice(len(vectors), 256, replace=False)
-    recalls = shard_recall(index, vectors[picks], ids[picks])
+    truth = exact_neighbours(shard, vectors[picks])
+    recalls = shard_recall(shard, vectors[picks], ids[picks], truth)
     measured = [recalls[str(p)] for p in probes(128) if str(p) in recalls]
     assert measured == sorted(measured) and measured[0] < 0.9  # one list misses neighbours
     assert measured[-1] >= RECALL_CEILING or len(measured) == len(probes(128))
-    # the truth is exact search without the query itself: check one query by brute force
-    exact = np.argsort(-(vectors @ vectors[picks[0]]))[1:11]
-    found = shard_index.search(index, vectors[picks[:1]], 11, 128)[1][0]
-    assert set(found[found != ids[picks[0]]][:10].tolist()) == set(ids[exact].tolist())
-    flat = add(from_template(train_template(vectors, "Flat", "off"), "off"), vectors, ids)
-    assert shard_recall(flat, vectors[:5], ids[:5]) == {"0": 1.0}
+    # the truth is exact search, the query itself first: check one query by brute force
+    exact = np.argsort(-(vectors @ vectors[picks[0]]))[:11]
+    assert truth[0].tolist() == ids[exact].tolist()
+    flat = ShardSearch(add(from_template(train_template(vectors, "Flat", "off"), "off"), vectors, ids))
+    assert shard_recall(flat, vectors[:5], ids[:5], exact_neighbours(flat, vectors[:5])) == {"0": 1.0}
+
+
+def _low_rank(rng: np.random.Generator, n: int, d: int, rank: int) -> np.ndarray:
+    """Clusters varying along `rank` directions each, as learned embeddings do."""
+    centres = rng.normal(size=(32, d)).astype(np.float32)
+    bases = rng.normal(size=(32, d, rank)).astype(np.float32) / np.sqrt(rank)
+    label = rng.integers(32, size=n)
+    v = centres[label] / np.sqrt(d) * 3 + np.einsum("ndr,nr->nd", bases[label], rng.normal(size=(n, rank)))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+
+
+def _type_recalls(sample: np.ndarray, depth: int) -> dict[str, dict[str, float]]:
+    exact, compressed = "IVF64,SQfp16", "IVF64,PQ16x4fs"
+    template = train_template(sample, exact, "off")
+    trained = from_template(template, "off")
+    quantizer = faiss.extract_index_ivf(trained).quantizer  # both types share the coarse quantizer
+    return {
+        exact: measure_type(exact, template, sample, depth),
+        compressed: measure_type(
+            compressed, train_template(sample, compressed, "off", quantizer=quantizer), sample, depth
+        ),
+    }
+
+
+def test_compressed_codes_are_kept_where_reranking_recovers_the_exact_neighbours() -> None:
+    recalls = _type_recalls(_low_rank(np.random.default_rng(1), 12_000, 64, 4), 64)
+    assert max(recalls["IVF64,PQ16x4fs"].values()) >= 0.95
+    assert choose_type(recalls, 0.95, on_gpu=False) == "IVF64,PQ16x4fs"
+    assert choose_type(recalls, 0.95, on_gpu=True) == "IVF64,SQfp16"  # a GPU scans exact codes
+
+
+def test_exact_codes_are_kept_where_neighbours_lie_inside_the_codes_error() -> None:
+    """Isotropic noise in 64 dimensions: the top-10 scores are closer than 4-bit codes can tell apart."""
+    recalls = _type_recalls(_clustered(np.random.default_rng(2), 12_000, 64, 16), 16)
+    assert max(recalls["IVF64,PQ16x4fs"].values()) < 0.95 <= max(recalls["IVF64,SQfp16"].values())
+    assert choose_type(recalls, 0.95, on_gpu=False) == "IVF64,SQfp16"
+
+
+def test_choose_type_rule() -> None:
+    exact, compressed = "IVF64,SQfp16", "IVF64,PQ16x4fs"
+    assert choose_type({exact: {"4": 0.96}, compressed: {"16": 0.96}}, 0.95, False) == compressed  # 4x the lists
+    assert choose_type({exact: {"4": 0.96}, compressed: {"32": 0.96}}, 0.95, False) == exact  # 8x
+    assert choose_type({exact: {"64": 0.9}, compressed: {"64": 0.96}}, 0.95, False) == compressed  # only it reaches
+    assert choose_type({compressed: {"64": 0.8}, exact: {"64": 0.9}}, 0.95, False) == exact  # neither: exact codes
 
 
 def test_choose_nprobe_is_the_smallest_every_shard_reaches() -> None:
@@ -141,4 +198,4 @@ def test_the_readme_memory_table_is_the_planners() -> None:
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert memory_table() in readme
-    assert "| 1e7 | `IVF16384_HNSW32,SQfp16` | 5 |" in memory_table()
+    assert "| 1e7 | `IVF16384_HNSW32,SQfp16` or `IVF16384_HNSW32,PQ192x4fs` | 5 |" in memory_table()
