@@ -17,7 +17,8 @@
   scoring reads), so the shard count is the smallest (at least `index.shards`) whose largest shard
   fits one actor's `index.memory_budget_gb`. The budget bounds memory per actor at any index size.
 - **nprobe** (`shard_recall`, `choose_nprobe`): measured on every shard when it is built, the
-  smallest number of lists reaching `index.target_recall`.
+  smallest number of lists at which the shards' recall, weighted by their rows, reaches
+  `index.target_recall`.
 """
 
 from __future__ import annotations
@@ -256,24 +257,30 @@ def choose_type(recalls: dict[str, dict[str, float]], target: float, on_gpu: boo
     return exact
 
 
-def choose_nprobe(recalls: list[dict[str, float]], target: float) -> tuple[int, float]:
-    """(smallest nprobe at which every shard's measured recall reaches `target`, the lowest shard
-    recall there); the largest measured nprobe when none does; (0, 1.0) for exact types. A shard
-    that stopped probing below some nprobe (it had reached RECALL_CEILING) counts with its last
-    measured recall; an exact shard ({"0": 1.0}) or an unmeasured one ({}) counts as 1.0."""
-    measured = [{int(p): r for p, r in table.items()} for table in recalls if table and "0" not in table]
-    candidates = sorted({p for table in measured for p in table})
+def choose_nprobe(recalls: list[dict[str, float]], rows: list[int], target: float) -> tuple[int, float]:
+    """(smallest nprobe at which the shards' recall, weighted by their `rows`, reaches `target`,
+    that recall); the largest measured nprobe when none does; (0, 1.0) for exact types.
+
+    The weighted mean is the recall of a search over every shard: a query's true neighbours lie
+    in each shard in proportion to its rows, and each shard finds its share at its own recall.
+    A shard that stopped probing below some nprobe (it had reached RECALL_CEILING) counts with
+    its last measured recall; an exact shard ({"0": 1.0}) or an unmeasured one ({}) as 1.0.
+    """
+    tables = [{int(p): r for p, r in table.items()} if table and "0" not in table else {} for table in recalls]
+    candidates = sorted({p for table in tables for p in table})
     if not candidates:
         return 0, 1.0
+    weights = np.asarray(rows, np.float64) if sum(rows) else np.ones(len(rows))
 
     def at(table: dict[int, float], nprobe: int) -> float:
-        return table[max((p for p in table if p <= nprobe), default=min(table))]
+        return table[max((p for p in table if p <= nprobe), default=min(table))] if table else 1.0
 
-    for nprobe in candidates:
-        worst = min(at(t, nprobe) for t in measured)
-        if worst >= target:
-            return nprobe, worst
-    return candidates[-1], min(at(t, candidates[-1]) for t in measured)
+    def overall(nprobe: int) -> float:
+        return float(np.average([at(t, nprobe) for t in tables], weights=weights))
+
+    return next(
+        ((p, overall(p)) for p in candidates if overall(p) >= target), (candidates[-1], overall(candidates[-1]))
+    )
 
 
 # ---------------------------------------------------------------------------------------------

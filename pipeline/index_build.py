@@ -344,7 +344,7 @@ def build(
         )
     entries = dict(zip(tasks, ray.get(list(tasks.values()))))
     shards = [entries.get(s) or old.shards[s] for s in range(chosen.shards)]
-    nprobe, recall = index_plan.choose_nprobe([s.recall for s in shards], cfg.target_recall)
+    nprobe, recall = index_plan.choose_nprobe([s.recall for s in shards], [s.rows for s in shards], cfg.target_recall)
     if recall < cfg.target_recall:
         warnings.warn(
             f"index recall@10 {recall:.3f} stays below index.target_recall {cfg.target_recall} at nprobe {nprobe}",

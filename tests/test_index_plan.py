@@ -181,13 +181,15 @@ def test_choose_type_rule() -> None:
     assert choose_type({compressed: {"64": 0.8}, exact: {"64": 0.9}}, 0.95, False) == exact  # neither: exact codes
 
 
-def test_choose_nprobe_is_the_smallest_every_shard_reaches() -> None:
+def test_choose_nprobe_is_the_smallest_where_the_rows_weighted_recall_reaches_the_target() -> None:
     tables = [{"1": 0.5, "2": 0.9, "4": 0.97, "8": 1.0}, {"1": 0.6, "2": 0.96, "4": 0.999}]
-    assert choose_nprobe(tables, 0.95) == (4, 0.97)
-    assert choose_nprobe(tables, 0.5) == (1, 0.5)
+    assert choose_nprobe(tables, [100, 100], 0.95) == (4, pytest.approx(0.9845))
+    assert choose_nprobe(tables, [100, 300], 0.9) == (2, pytest.approx(0.945))  # the larger shard weighs more
+    assert choose_nprobe(tables, [100, 100], 0.5) == (1, pytest.approx(0.55))
     # the second shard stopped at 4 (it reached the ceiling): at 8 it counts with 0.999
-    assert choose_nprobe(tables, 0.9999) == (8, 0.999)
-    assert choose_nprobe([{"0": 1.0}, {}], 0.95) == (0, 1.0)  # exact types; an empty shard
+    assert choose_nprobe(tables, [100, 100], 0.9999) == (8, pytest.approx(0.9995))
+    assert choose_nprobe([{"0": 1.0}, {}], [5, 0], 0.95) == (0, 1.0)  # exact types; an empty shard
+    assert choose_nprobe([{"1": 0.5}, {}], [100, 100], 0.7) == (1, 0.75)  # an unmeasured shard counts as found
 
 
 def test_the_readme_memory_table_is_the_planners() -> None:
