@@ -398,17 +398,3 @@ def merge_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple
         top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
     return top_scores.astype(np.float32), top_ids
-
-
-def search_shards(
-    indexes: list[faiss.Index], queries: np.ndarray, k: int, nprobe: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k over all shards: each shard's top-k (`search`) merged by score, ties by lower id.
-
-    (Assigning the queries to lists once and calling `search_preassigned` per shard was measured
-    1.8x slower with faiss-cpu 1.15 on 2 cores: the coarse step is < 5 % of an IVF search.)
-    """
-    if not indexes:
-        return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-    results = [search(index, queries, k, nprobe) for index in indexes]
-    return merge_topk([s for s, _ in results], [i for _, i in results], k)

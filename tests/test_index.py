@@ -29,13 +29,20 @@ from core.index import (
     remove_work_shards,
     sample_rows,
     search,
-    search_shards,
     serialize,
     sha256,
     to_gpu_if_available,
     train_template,
     work_shard_of,
 )
+
+
+def search_shards(indexes: list, queries: np.ndarray, k: int, nprobe: int | None = None):
+    """Each shard's top-k merged, as the scorer pools do one shard after another."""
+    if not indexes:
+        return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+    results = [search(index, queries, k, nprobe) for index in indexes]
+    return merge_topk([s for s, _ in results], [i for _, i in results], k)
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
