@@ -8,11 +8,10 @@
     vector, scanned several times faster), whose top `index.rerank_depth` candidates are
     re-scored exactly against the stored embedding kept in the payload (`core.shard_search`).
   Both are trained on the same sample with the same coarse quantizer, filled with it, and
-  searched with rows of it; compressed codes are kept when they reach `index.target_recall` at
-  no more than FAST_SCAN_NPROBE_RATIO times the lists exact codes need (`choose_type`); on a
-  GPU, exact codes. Compressed codes win on data with the structure of learned embeddings;
-  where the top-10 scores lie inside the codes' error (isotropic noise, bench/README.md),
-  exact codes win.
+  searched with rows of it; compressed codes are kept when they find what exact codes find,
+  within RERANK_TOLERANCE at every nprobe (`choose_type`); on a GPU, exact codes. Compressed
+  codes win on data with the structure of learned embeddings; where the top-10 scores lie
+  inside the codes' error (isotropic noise, bench/README.md), exact codes win.
 - **Shards** (`plan`): a scorer actor holds one index shard (its vectors and the payload the
   scoring reads), so the shard count is the smallest (at least `index.shards`) whose largest shard
   fits one actor's `index.memory_budget_gb`. The budget bounds memory per actor at any index size.
@@ -46,10 +45,9 @@ ACTOR_BASE_BYTES = 768 * 2**20
 RECALL_K = 10  # recall@10, as bench/index reports it
 RECALL_QUERIES = 256  # rows of a shard used as queries when measuring its recall
 RECALL_CEILING = 0.999  # stop probing more lists once a shard's recall reaches this
-# Compressed codes are chosen while they need at most this many times the lists exact codes need:
-# a list of 4-bit fast-scan codes is scanned 7 to 18 times faster than one of float16 codes on
-# this project's CPUs (AVX2 / AVX-512), re-ranking included (bench/README.md "index types").
-FAST_SCAN_NPROBE_RATIO = 4
+# Compressed codes are kept when their recall on the training sample is at most this much below
+# the exact codes' at every nprobe (a 4-bit fast-scan list scans several times faster).
+RERANK_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -243,18 +241,24 @@ def measure_type(factory: str, template: bytes, sample: np.ndarray, depth: int) 
     return shard_recall(shard, sample[picks], picks, truth)
 
 
-def choose_type(recalls: dict[str, dict[str, float]], target: float, on_gpu: bool) -> str:
+def choose_type(recalls: dict[str, dict[str, float]], on_gpu: bool) -> str:
     """Of an exact-codes and a compressed-codes factory with their `measure_type` recalls, the
-    compressed one when it reaches `target` at no more than FAST_SCAN_NPROBE_RATIO times the lists
-    the exact one needs (or when only it reaches `target`), else the exact one. On a GPU, which
-    scans exact codes and has no fast-scan kernels, always the exact one."""
+    compressed one when its recall is within RERANK_TOLERANCE of the exact one's at every nprobe
+    measured, else the exact one; on a GPU (exact codes, no fast-scan kernels) the exact one.
+
+    The training sample is sparser than the shards it stands for, and the denser the vectors the
+    closer the scores that re-ranking must recover from the codes' shortlist: compressed codes
+    that lose recall on the sample lose more on the shards (bench/README.md, isotropic noise).
+    """
     exact, compressed = sorted(recalls, key=reranked)
-    need = {f: min((int(p) for p, r in recalls[f].items() if r >= target), default=None) for f in recalls}
-    if on_gpu or need[compressed] is None:
+    if on_gpu:
         return exact
-    if need[exact] is None or need[compressed] <= FAST_SCAN_NPROBE_RATIO * need[exact]:
-        return compressed
-    return exact
+
+    def at(table: dict[str, float], nprobe: int) -> float:  # a table that stopped at the ceiling keeps its last
+        return table[str(max((int(p) for p in table if int(p) <= nprobe), default=min(map(int, table))))]
+
+    close = all(r >= at(recalls[exact], int(p)) - RERANK_TOLERANCE for p, r in recalls[compressed].items())
+    return compressed if recalls[compressed] and close else exact
 
 
 def choose_nprobe(recalls: list[dict[str, float]], rows: list[int], target: float) -> tuple[int, float]:

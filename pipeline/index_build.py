@@ -8,8 +8,8 @@ within `index.retrain_growth` times those the template was trained at, the same 
 still fits the budget): each touched shard drops the vectors of its changed or removed work
 shards and adds their new rows, against the same trained template; **rebuilt** otherwise: one
 task trains the candidate types on a sample across all files and keeps the one
-`core.index_plan.choose_type` measures fastest at the target recall, then one task per shard
-fills a copy of its template.
+`core.index_plan.choose_type` picks by their measured recall, then one task per shard fills a
+copy of its template.
 No process holds more than one shard's vectors in float32 at once: rows are added a file at a
 time and the payload is streamed into its file.
 """
@@ -104,7 +104,7 @@ def _train(
         return templates[factories[0]], factories[0], len(sample), {}
     measured = {f: index_plan.measure_type(f, t, sample, cfg.rerank_depth) for f, t in templates.items()}
     on_gpu = shard_index.gpu_choice(cfg.use_gpu, shard_index.gpus_visible())[0]
-    chosen = index_plan.choose_type(measured, cfg.target_recall, on_gpu)
+    chosen = index_plan.choose_type(measured, on_gpu)
     return templates[chosen], chosen, len(sample), measured
 
 

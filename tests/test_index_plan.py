@@ -162,23 +162,28 @@ def _type_recalls(sample: np.ndarray, depth: int) -> dict[str, dict[str, float]]
 def test_compressed_codes_are_kept_where_reranking_recovers_the_exact_neighbours() -> None:
     recalls = _type_recalls(_low_rank(np.random.default_rng(1), 12_000, 64, 4), 64)
     assert max(recalls["IVF64,PQ16x4fs"].values()) >= 0.95
-    assert choose_type(recalls, 0.95, on_gpu=False) == "IVF64,PQ16x4fs"
-    assert choose_type(recalls, 0.95, on_gpu=True) == "IVF64,SQfp16"  # a GPU scans exact codes
+    assert choose_type(recalls, on_gpu=False) == "IVF64,PQ16x4fs"
+    assert choose_type(recalls, on_gpu=True) == "IVF64,SQfp16"  # a GPU scans exact codes
 
 
 def test_exact_codes_are_kept_where_neighbours_lie_inside_the_codes_error() -> None:
     """Isotropic noise in 64 dimensions: the top-10 scores are closer than 4-bit codes can tell apart."""
     recalls = _type_recalls(_clustered(np.random.default_rng(2), 12_000, 64, 16), 16)
     assert max(recalls["IVF64,PQ16x4fs"].values()) < 0.95 <= max(recalls["IVF64,SQfp16"].values())
-    assert choose_type(recalls, 0.95, on_gpu=False) == "IVF64,SQfp16"
+    assert choose_type(recalls, on_gpu=False) == "IVF64,SQfp16"
 
 
 def test_choose_type_rule() -> None:
     exact, compressed = "IVF64,SQfp16", "IVF64,PQ16x4fs"
-    assert choose_type({exact: {"4": 0.96}, compressed: {"16": 0.96}}, 0.95, False) == compressed  # 4x the lists
-    assert choose_type({exact: {"4": 0.96}, compressed: {"32": 0.96}}, 0.95, False) == exact  # 8x
-    assert choose_type({exact: {"64": 0.9}, compressed: {"64": 0.96}}, 0.95, False) == compressed  # only it reaches
-    assert choose_type({compressed: {"64": 0.8}, exact: {"64": 0.9}}, 0.95, False) == exact  # neither: exact codes
+    same = {"1": 0.5, "2": 0.9, "4": 0.97}
+    assert choose_type({exact: same, compressed: same}, on_gpu=False) == compressed
+    assert choose_type({exact: same, compressed: same}, on_gpu=True) == exact
+    lossy = {"1": 0.5, "2": 0.89, "4": 0.95}  # 0.02 below at nprobe 4
+    assert choose_type({exact: same, compressed: lossy}, on_gpu=False) == exact
+    # exact codes stopped probing at the ceiling (nprobe 2); the compressed ones compare with it
+    stopped, behind = {"1": 0.9, "2": 0.9995}, {"1": 0.9, "2": 0.99, "4": 0.985}
+    assert choose_type({exact: stopped, compressed: behind}, on_gpu=False) == exact
+    assert choose_type({compressed: {"1": 0.9, "2": 0.995}, exact: stopped}, on_gpu=False) == compressed
 
 
 def test_choose_nprobe_is_the_smallest_where_the_rows_weighted_recall_reaches_the_target() -> None:
