@@ -241,6 +241,13 @@ def measure_type(factory: str, template: bytes, sample: np.ndarray, depth: int) 
     return shard_recall(shard, sample[picks], picks, truth)
 
 
+def recall_at(table: dict[str, float], nprobe: int) -> float:
+    """A shard's measured recall at `nprobe`: that of the largest measured nprobe not above it (a
+    table that stopped at RECALL_CEILING keeps its last), the smallest measured when all are above."""
+    measured = sorted(map(int, table))
+    return table[str(max((p for p in measured if p <= nprobe), default=measured[0]))]
+
+
 def choose_type(recalls: dict[str, dict[str, float]], on_gpu: bool) -> str:
     """Of an exact-codes and a compressed-codes factory with their `measure_type` recalls, the
     compressed one when its recall is within RERANK_TOLERANCE of the exact one's at every nprobe
@@ -253,11 +260,7 @@ def choose_type(recalls: dict[str, dict[str, float]], on_gpu: bool) -> str:
     exact, compressed = sorted(recalls, key=reranked)
     if on_gpu:
         return exact
-
-    def at(table: dict[str, float], nprobe: int) -> float:  # a table that stopped at the ceiling keeps its last
-        return table[str(max((int(p) for p in table if int(p) <= nprobe), default=min(map(int, table))))]
-
-    close = all(r >= at(recalls[exact], int(p)) - RERANK_TOLERANCE for p, r in recalls[compressed].items())
+    close = all(r >= recall_at(recalls[exact], int(p)) - RERANK_TOLERANCE for p, r in recalls[compressed].items())
     return compressed if recalls[compressed] and close else exact
 
 
@@ -270,17 +273,14 @@ def choose_nprobe(recalls: list[dict[str, float]], rows: list[int], target: floa
     A shard that stopped probing below some nprobe (it had reached RECALL_CEILING) counts with
     its last measured recall; an exact shard ({"0": 1.0}) or an unmeasured one ({}) as 1.0.
     """
-    tables = [{int(p): r for p, r in table.items()} if table and "0" not in table else {} for table in recalls]
-    candidates = sorted({p for table in tables for p in table})
+    tables = [table if table and "0" not in table else {} for table in recalls]
+    candidates = sorted({int(p) for table in tables for p in table})
     if not candidates:
         return 0, 1.0
     weights = np.asarray(rows, np.float64) if sum(rows) else np.ones(len(rows))
 
-    def at(table: dict[int, float], nprobe: int) -> float:
-        return table[max((p for p in table if p <= nprobe), default=min(table))] if table else 1.0
-
     def overall(nprobe: int) -> float:
-        return float(np.average([at(t, nprobe) for t in tables], weights=weights))
+        return float(np.average([recall_at(t, nprobe) if t else 1.0 for t in tables], weights=weights))
 
     return next(
         ((p, overall(p)) for p in candidates if overall(p) >= target), (candidates[-1], overall(candidates[-1]))

@@ -96,12 +96,12 @@ def _train(
     reuses it); no rows for types that need no training."""
     sample = read_sample(files, rows, storage) if rows else np.zeros((0, dim), np.float32)
     templates = {factories[0]: shard_index.train_template(sample, factories[0], cfg.use_gpu)}
+    if len(factories) == 1:
+        return templates[factories[0]], factories[0], len(sample), {}
     first = shard_index.from_template(templates[factories[0]], "off")
     for factory in factories[1:]:
         quantizer = faiss.extract_index_ivf(first).quantizer
         templates[factory] = shard_index.train_template(sample, factory, cfg.use_gpu, quantizer=quantizer)
-    if len(templates) == 1:
-        return templates[factories[0]], factories[0], len(sample), {}
     measured = {f: index_plan.measure_type(f, t, sample, cfg.rerank_depth) for f, t in templates.items()}
     on_gpu = shard_index.gpu_choice(cfg.use_gpu, shard_index.gpus_visible())[0]
     chosen = index_plan.choose_type(measured, on_gpu)
@@ -150,15 +150,15 @@ def _fill(
             query_ids.append(ids[mine])
             shard_payload.write(table.select(columns).append_column(payload.INDEX_ID, pa.array(ids)))
             seen += f.rows
-    cpu = faiss.index_gpu_to_cpu(index) if shard_index._on_gpu(index) else index
-    if files:
-        stored = Payload(local_copy(join(index_dir, names[1]), cfg.local_cache, storage)) if reranked(factory) else None
-        shard = ShardSearch(cpu, stored.vectors if stored else None, cfg.rerank_depth)
-        queries = np.concatenate(queries)
-        truth = index_plan.exact_neighbours(shard, queries, stored.blocks() if stored else None)
-        recall = index_plan.shard_recall(shard, queries, np.concatenate(query_ids), truth)
-    else:  # an update that only removed work shards keeps the measured recall
-        recall = previous.recall if previous else {}
+        cpu = faiss.index_gpu_to_cpu(index) if shard_index._on_gpu(index) else index
+        if files:  # measured on the local payload file, before it goes to its uri
+            stored = Payload(shard_payload.finish()) if reranked(factory) else None
+            shard = ShardSearch(cpu, stored.vectors if stored else None, cfg.rerank_depth)
+            queries = np.concatenate(queries)
+            truth = index_plan.exact_neighbours(shard, queries, stored.blocks() if stored else None)
+            recall = index_plan.shard_recall(shard, queries, np.concatenate(query_ids), truth)
+        else:  # an update that only removed work shards keeps the measured recall
+            recall = previous.recall if previous else {}
     return replace(
         _write_index(cpu, index_dir, names[0], storage), payload_file=names[1], work_shards=digests, recall=recall
     )
@@ -190,7 +190,7 @@ class PayloadWriter:
         rerank: bool,
     ):
         self.uri, self.storage, self.writer, self.pending = uri, storage, None, []
-        self.rerank = rerank
+        self.rerank, self.finished = rerank, False
         handle, self.local = tempfile.mkstemp(suffix=".arrow")
         os.close(handle)
         if previous is not None:
@@ -218,19 +218,23 @@ class PayloadWriter:
 
     def __exit__(self, *exc) -> None:
         if exc[0] is None:
-            self.flush()
-        if self.writer is not None:
-            self.writer.close()
-        if exc[0] is None:
-            self.sort_and_put()
+            self.finish()
+            put_file(self.local, self.uri, self.storage)
         else:
+            if self.writer is not None and not self.finished:
+                self.writer.close()
             os.remove(self.local)
 
-    def sort_and_put(self) -> None:
-        """Put the file at its uri, rewritten sorted by id when an update interleaved kept and added rows."""
+    def finish(self) -> str:
+        """Complete the local file (sorted by id when an update interleaved kept and added rows)
+        and return its path; `__exit__` then puts it at its uri. Called again, it does nothing."""
+        if self.finished:
+            return self.local
+        self.flush()
         if self.writer is None:
             pa.ipc.new_file(self.local, payload.schema(0, "float16", self.rerank)).close()
         else:
+            self.writer.close()
             table = payload.read(self.local)
             order = np.argsort(table[payload.INDEX_ID].to_numpy(), kind="stable")
             if (np.diff(order) < 0).any():
@@ -239,7 +243,8 @@ class PayloadWriter:
                         out.write_table(table.take(pa.array(order[start : start + payload.BATCH_ROWS])))
                 del table
                 os.replace(self.local + ".sorted", self.local)
-        put_file(self.local, self.uri, self.storage)
+        self.finished = True
+        return self.local
 
 
 RUNTIME_SETTINGS = ("use_gpu", "local_cache", "num_cpus", "num_gpus")  # where and on what it runs
@@ -317,9 +322,12 @@ def build(
         before = old.work_shards()
         changed = {w for w in digests if before.get(w) != digests[w]} | (set(before) - set(digests))
     else:
-        factories = ["Flat"] if not sum(rows) else [cfg.factory]  # "Flat": nothing to train a type on
-        if factories == ["auto"]:
+        if not sum(rows):
+            factories = ["Flat"]  # nothing to train a type on
+        elif cfg.factory == "auto":
             factories = index_plan.factory_candidates(sum(rows), dim, dtype)
+        else:
+            factories = [cfg.factory]
         nlist = index_plan.index_spec(factories[0], max(dim, 1)).nlist
         sample = index_plan.train_rows(nlist, sum(rows), cfg.train_sample) if nlist else 0
         task = _train.options(**resources).remote(files, factories, sample, max(dim, 1), cfg, storage)
