@@ -20,7 +20,7 @@ from core.storage import StorageConfig, join, local_copy
 class IndexShardSearcher:
     """Index shard `shard` of the index under `index_dir`, memory-mapped from local files (copies
     under `cfg.local_cache` when the index is remote): its top-k crops by image cosine, and their
-    payload (crop and image ids, boxes, caption embeddings). A process holds its own copy only of
+    payload (crop and image ids, image uris, boxes, caption embeddings). A process holds its own copy only of
     the index's quantizer and the payload's ids; the vectors stay in the shared page cache.
     Compressed codes are re-ranked with the image embeddings in the payload (`core.shard_search`)."""
 
@@ -49,6 +49,7 @@ class IndexShardSearcher:
             s_vlm=np.where(rows >= 0, s_vlm, np.nan).astype(np.float32),
             crop_ids=self.payload.strings(self.payload.crop_id, rows),
             image_ids=self.payload.strings(self.payload.image_id, rows),
+            image_uris=self.payload.strings(self.payload.uri, rows),
             boxes=self.payload.boxes(rows),
         )
 
@@ -88,6 +89,7 @@ def best_match(batch: Batch, cfg: ScoringConfig) -> Batch:
         "garment_uri": batch["uri"],
         "garment_caption": batch["caption"],
         "image_id": np.where(matched, found.image_ids[rows, best], None),
+        "image_uri": np.where(matched, found.image_uris[rows, best], None),
         "crop_id": np.where(matched, found.crop_ids[rows, best], None),
         "box": objects([box if ok else None for box, ok in zip(found.boxes[rows, best], matched)]),
         "s_vlm": match.s_vlm,

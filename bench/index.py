@@ -164,6 +164,7 @@ def write_work_shard(data: Data, work_shard: int) -> None:
                     {
                         "crop_id": pa.array([f"c{i}" for i in ids.tolist()]),
                         "image_id": pa.array([f"i{i >> 2}" for i in ids.tolist()]),
+                        "uri": pa.array([f"s3://lookbook/images/i{i >> 2}.jpg" for i in ids.tolist()]),
                         "box": pa.FixedSizeListArray.from_arrays(
                             pa.array(np.tile([0.0, 0.0, 1.0, 1.0], n), pa.float32()), 4
                         ),
@@ -183,6 +184,7 @@ def _crops_schema(dim: int) -> pa.Schema:
         [
             ("crop_id", pa.string()),
             ("image_id", pa.string()),
+            ("uri", pa.string()),
             ("box", pa.list_(pa.float32(), 4)),
             ("embedding", pa.list_(pa.float16(), dim)),
             ("caption_embedding", pa.list_(pa.float16(), dim)),

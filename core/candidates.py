@@ -11,18 +11,21 @@ from core.batches import Batch, objects
 from core.index import topk_order
 
 PREFIX = "shortlist_"  # batch columns: shortlist_ids, shortlist_s_siglip, ...
+STRINGS = ("crop_ids", "image_ids", "image_uris")  # the string fields, one list of k per row in a batch
 
 
 @dataclass(frozen=True)
 class Candidates:
     """(b, k) per garment, best first (`core.index.topk_order`): index ids (-1: none), S_SigLIP
-    (the search score) and S_VLM cosines, crop and image ids (None: none), and boxes (b, k, 4)."""
+    (the search score) and S_VLM cosines, crop ids, image ids and image uris (None: none), and
+    boxes (b, k, 4)."""
 
     ids: np.ndarray
     s_siglip: np.ndarray
     s_vlm: np.ndarray
     crop_ids: np.ndarray
     image_ids: np.ndarray
+    image_uris: np.ndarray
     boxes: np.ndarray
 
     @classmethod
@@ -34,6 +37,7 @@ class Candidates:
             s_vlm=np.full((b, k), np.nan, np.float32),
             crop_ids=nothing,
             image_ids=nothing.copy(),
+            image_uris=nothing.copy(),
             boxes=np.full((b, k, 4), np.nan, np.float32),
         )
 
@@ -43,14 +47,14 @@ class Candidates:
         if PREFIX + "ids" not in batch:
             return cls.none(len(next(iter(batch.values()))), k)
         values = {f.name: batch[PREFIX + f.name] for f in fields(cls)}
-        for name in ("crop_ids", "image_ids"):  # lists of k per row (Arrow list<string>)
+        for name in STRINGS:  # lists of k per row (Arrow list<string>)
             values[name] = np.array([list(row) for row in values[name]], dtype=object).reshape(-1, k)
         return cls(**values)
 
     def columns(self) -> Batch:
         """Batch columns: numeric (b, k) tensors; strings as one list of k per row."""
         out = {PREFIX + f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("crop_ids", "image_ids"):
+        for name in STRINGS:
             out[PREFIX + name] = objects([row.tolist() for row in getattr(self, name)])
         return out
 

@@ -37,8 +37,9 @@ HNSW_MIN_NLIST = 8192  # from here the coarse quantizer is an HNSW graph, not a 
 HNSW_M = 32  # links per node of that graph
 ID_BYTES = 8  # int64 id stored next to each code
 # Per row of the payload a scorer actor maps besides the caption embedding: index id, box
-# (4 float32) and two short strings (crop id, image id: 4-byte offsets plus ~36 characters each).
-PAYLOAD_FIXED_BYTES = 8 + 16 + 2 * (4 + 36)
+# (4 float32), two short strings (crop id, image id: 4-byte offsets plus ~36 characters each) and the
+# image's uri (an offset plus ~64 characters).
+PAYLOAD_FIXED_BYTES = 8 + 16 + 2 * (4 + 36) + (4 + 64)
 # A scorer actor's own memory besides its shard: Python, numpy, faiss, pyarrow, the Ray worker and
 # a batch in flight (bench/README.md "scoring" measures it).
 ACTOR_BASE_BYTES = 768 * 2**20

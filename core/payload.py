@@ -11,7 +11,7 @@ import pyarrow as pa
 from core.arrow import matrix
 
 INDEX_ID = "index_id"
-COLUMNS = ["crop_id", "image_id", "box", "caption_embedding"]  # read from the crop files, plus INDEX_ID
+COLUMNS = ["crop_id", "image_id", "uri", "box", "caption_embedding"]  # read from the crop files, plus INDEX_ID
 EMBEDDING = "embedding"  # the image embedding, kept for re-ranking
 BATCH_ROWS = 1 << 18  # rows per record batch of a payload file: few batches, each a zero-copy view
 
@@ -26,6 +26,7 @@ def schema(dim: int, dtype: str, rerank: bool = False) -> pa.Schema:
     fields = [
         ("crop_id", pa.string()),
         ("image_id", pa.string()),
+        ("uri", pa.string()),
         ("box", pa.list_(pa.float32(), 4)),
         ("caption_embedding", pa.list_(value, dim)),
     ]
@@ -44,7 +45,7 @@ class Payload:
     def __init__(self, path: str):
         table = read(path)
         self.ids = table[INDEX_ID].to_numpy()
-        self.crop_id, self.image_id = table["crop_id"], table["image_id"]
+        self.crop_id, self.image_id, self.uri = table["crop_id"], table["image_id"], table["uri"]
         self.box = ChunkedRows(table["box"])
         self.caption = ChunkedRows(table["caption_embedding"])
         self.embedding = ChunkedRows(table[EMBEDDING]) if EMBEDDING in table.column_names else None

@@ -67,6 +67,7 @@ SCORED = pa.schema(
         ("garment_uri", pa.string()),
         ("garment_caption", pa.string()),
         ("image_id", pa.string()),
+        ("image_uri", pa.string()),  # the lookbook image's uri, as in its manifest
         ("crop_id", pa.string()),
         ("box", BOX),
         ("s_vlm", pa.float32()),

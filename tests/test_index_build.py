@@ -60,6 +60,7 @@ class Crops:
                 {
                     "crop_id": [f"c{i}" for i in ids],
                     "image_id": [f"i{i}" for i in ids],
+                    "uri": [f"/lookbook/i{i}.jpg" for i in ids],
                     "box": pa.array([[0.0, 0.0, 1.0, float(i % 7)] for i in ids], pa.list_(pa.float32(), 4)),
                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(image[part].ravel()), DIM).cast(half),
                     "caption_embedding": pa.FixedSizeListArray.from_arrays(pa.array(caption[part].ravel()), DIM).cast(

@@ -154,7 +154,8 @@ def test_pairs_point_at_indexed_crops_and_count_tiers_are_exact(run):
     crops = read(run, schemas.CROPS_DIR).to_pandas().set_index("crop_id")
     matched = pairs[pairs["crop_id"].notna()]
     assert len(matched) == len(pairs)  # every garment had candidates in this run
-    assert (crops.loc[matched["crop_id"], "image_id"].to_numpy() == matched["image_id"].to_numpy()).all()
+    for column, crops_column in (("image_id", "image_id"), ("image_uri", "uri")):  # the lookbook image's own
+        assert (crops.loc[matched["crop_id"], crops_column].to_numpy() == matched[column].to_numpy()).all()
     np.testing.assert_allclose(matched["score"], 0.5 * matched["s_vlm"] + 0.5 * matched["s_siglip"], rtol=1e-5)
     ranked = pairs.sort_values(["score", "garment_id"], ascending=[False, True])["tier"].tolist()
     assert ranked == ["high"] * 2 + ["mid"] * 3 + ["low"] * (len(pairs) - 5)  # counts set by the run fixture

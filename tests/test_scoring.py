@@ -223,6 +223,7 @@ def _candidates(ids: list[list[int]], scores: list[list[float]]) -> Candidates:
         s_vlm=np.array(scores, np.float32) / 2,
         crop_ids=np.array([[f"c{i}" if i >= 0 else None for i in row] for row in ids], dtype=object),
         image_ids=np.array([[f"i{i}" if i >= 0 else None for i in row] for row in ids], dtype=object),
+        image_uris=np.array([[f"/l/i{i}.jpg" if i >= 0 else None for i in row] for row in ids], dtype=object),
         boxes=np.repeat(ids_array[..., None].astype(np.float32), 4, axis=2),
     )
 
@@ -236,7 +237,9 @@ def test_shortlists_merge_by_score_then_lower_id_and_keep_their_columns_together
     assert merged.boxes[:, :, 0].tolist() == merged.ids.tolist()
     np.testing.assert_allclose(merged.s_vlm, merged.s_siglip / 2)
     batch = {"x": np.zeros(2), **merged.columns()}
-    assert Candidates.of(batch, 3).crop_ids.tolist() == merged.crop_ids.tolist()  # lists of k per row, back
+    back = Candidates.of(batch, 3)  # string fields are lists of k per row in a batch
+    assert back.crop_ids.tolist() == merged.crop_ids.tolist()
+    assert back.image_uris.tolist() == [["/l/i8.jpg", "/l/i5.jpg", "/l/i7.jpg"], ["/l/i0.jpg", "/l/i1.jpg", "/l/i2.jpg"]]
     assert Candidates.of({"x": np.zeros(2)}, 3).ids.tolist() == [[-1] * 3] * 2  # none yet
 
 
