@@ -8,10 +8,12 @@ MODELS := data/models
 OUT ?= out/demo
 # One of the files of Debian's dataset-fashion-mnist, the source of the labelled benchmark (jobs.make_benchmark).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+# Debian's headless-capable Chromium: the browser tests (review app, report screenshots) drive it with Playwright.
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test test-fast lint env clean
 
-env: $(STAMP) $(FMNIST)
+env: $(STAMP) $(FMNIST) $(CHROMIUM)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +37,15 @@ $(DEMO)/.built: $(STAMP) datagen/synthetic.py datagen/drawing.py conf/vocab.yaml
 	$(PY) -m jobs.make_demo_data --out $(DEMO) --garments 40 --scenes 300 --seed 0
 	touch $@
 
+# Chromium from Debian (apt, as root), only when missing; where it cannot be installed the browser tests skip
+# and say why, so a failure here does not stop the suite.
+$(CHROMIUM):
+	-apt-get update -q && apt-get install -y -q chromium
+
 demo: $(MODELS)/.built $(DEMO)/.built
 	$(PY) -m jobs.mine conf/demo.yaml lookbook=$(DEMO)/lookbook.parquet garments=$(DEMO)/garments.parquet output=$(OUT)
 
-test: $(STAMP) $(FMNIST)
+test: $(STAMP) $(FMNIST) $(CHROMIUM)
 	$(PY) -m pytest -m "not gpu" -q --durations=15
 
 # The edit loop: pure and actor tests, no Ray instance (under a minute).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from omegaconf import MISSING, OmegaConf
 
@@ -144,12 +144,18 @@ class IndexConfig:
 
 @dataclass
 class TierConfig:
-    """`threshold`: score >= thresholds[tier]; `count`: the top counts[tier] garments by score."""
+    """`threshold`: score >= thresholds[tier]; `count`: the top counts[tier] garments by score;
+    `calibrated`: confidence >= thresholds[tier], the confidence (`core.confidence`) given by
+    `calibration` (None: the tier is empty). `jobs.calibrate` writes the calibrated settings, certified
+    for `target_precision` per tier at level `delta`."""
 
     mode: str = "threshold"
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float | None] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     histogram_bins: int = 4096
+    calibration: dict[str, Any] = field(default_factory=dict)
+    target_precision: dict[str, float] = field(default_factory=dict)
+    delta: float = 0.05
 
 
 @dataclass
@@ -239,8 +245,10 @@ def load_config(args: list[str] | tuple[str, ...] = ()) -> MineConfig:
 
 def validate(cfg: MineConfig) -> None:
     """Raise ValueError for settings that would only fail deep inside a running job."""
-    if cfg.tiers.mode not in ("threshold", "count"):
-        raise ValueError(f"tiers.mode must be 'threshold' or 'count', got {cfg.tiers.mode!r}")
+    if cfg.tiers.mode not in ("threshold", "count", "calibrated"):
+        raise ValueError(f"tiers.mode must be 'threshold', 'count' or 'calibrated', got {cfg.tiers.mode!r}")
+    if cfg.tiers.mode == "calibrated" and not cfg.tiers.calibration:
+        raise ValueError("tiers.mode 'calibrated' needs tiers.calibration (written by jobs.calibrate)")
     for name, table in (("thresholds", cfg.tiers.thresholds), ("counts", cfg.tiers.counts)):
         if set(table) != {"high", "mid", "low"}:
             raise ValueError(f"tiers.{name} must name exactly high, mid and low, got {sorted(table)}")

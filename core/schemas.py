@@ -84,4 +84,5 @@ SCORED = pa.schema(
     ]
 )
 
-PAIRS = SCORED.append(pa.field("tier", pa.string()))
+# `confidence`: the calibrated probability that the pair is true (tiers.mode calibrated), else NaN.
+PAIRS = SCORED.append(pa.field("tier", pa.string())).append(pa.field("confidence", pa.float32()))

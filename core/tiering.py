@@ -16,13 +16,15 @@ UNMATCHED = "unmatched"
 Cutoff = tuple[float, str]  # the (score, garment_id) of the last garment inside a tier
 
 
-def by_threshold(scores: np.ndarray, thresholds: Mapping[str, float]) -> np.ndarray:
+def by_threshold(scores: np.ndarray, thresholds: Mapping[str, float | None]) -> np.ndarray:
     """Tier per score: the first of high/mid/low whose threshold the score reaches, else
-    `unmatched` (NaN scores, i.e. garments without a candidate, are unmatched). Thresholds are
-    compared in the scores' dtype, so a float32 score of 0.7 reaches a threshold of 0.7. (n,) object."""
+    `unmatched` (NaN scores, i.e. garments without a candidate, are unmatched); a None threshold
+    leaves its tier empty. Thresholds are compared in the scores' dtype, so a float32 score of 0.7
+    reaches a threshold of 0.7. (n,) object."""
     tiers = np.full(len(scores), UNMATCHED, dtype=object)
     for tier in reversed(TIERS):
-        tiers[scores >= np.asarray(thresholds[tier], dtype=scores.dtype)] = tier
+        if thresholds[tier] is not None:
+            tiers[scores >= np.asarray(thresholds[tier], dtype=scores.dtype)] = tier
     return tiers
 
 

@@ -9,7 +9,8 @@ is reused, an unfinished one resumes from its committed shards. Each run is then
 three lambda settings of `quality.evaluation.ablation_lambdas` by re-scoring its stored candidates
 (no rerun). Overlays and key=value overrides go to the mining job (models, tiers, pools), as for
 `python -m jobs.mine`. Writes OUT_DIR/ablation.json, OUT_DIR/ablation.md (the table) and one
-precision-vs-coverage curve per row under OUT_DIR/curves/.
+precision-vs-coverage curve per row under OUT_DIR/curves/. With --calibration (a calibration.json
+that jobs.calibrate fitted on another split), the detector run gains a `calibrated` row.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
+
+from core.confidence import Confidence
 from core.config import config_hash, load_config
+from core.schemas import CROPS_DIR
 from quality import evaluation
-from quality.runs import read_run, read_split, write_curve
+from quality.retier import repicked, retiered
+from quality.runs import Run, read_run, read_split, write_curve
 from quality.tables import format_report, markdown, table_row
 
 CROPS = {"detector": "detector.enabled=true", "whole_image": "detector.enabled=false"}  # run name: override
@@ -44,6 +50,25 @@ def mine_once(args: list[str]) -> dict:
     return json.loads(summary_path.read_text())
 
 
+def scored_settings(run: Run, calibration: dict | None) -> dict[str, tuple[tuple[float, float], pa.Table]]:
+    """setting -> (lambdas, the run's pairs re-scored and tiered with them): the three of
+    `evaluation.ablation_lambdas`, tiered as the run was, and `calibrated` when a calibration (a
+    jobs.calibrate calibration.json) is given: its lambdas, confidence and certified cut-offs."""
+    scoring = run.cfg.scoring
+    out = {
+        setting: (lambdas, evaluation.rescored(run.pairs, *lambdas, run.cfg.tiers))
+        for setting, lambdas in evaluation.ablation_lambdas(scoring.lambda_vlm, scoring.lambda_siglip).items()
+    }
+    if calibration:
+        lambdas = (calibration["scoring"]["lambda_vlm"], calibration["scoring"]["lambda_siglip"])
+        pairs = repicked(run.pairs, *lambdas, str(run.folder / CROPS_DIR))
+        out["calibrated"] = (
+            lambdas,
+            retiered(pairs, Confidence.from_dict(calibration["confidence"]), calibration["thresholds"]),
+        )
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--truth", required=True, help="benchmark split folder (garments, lookbook, truth Parquet)")
@@ -52,12 +77,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 10, 50], help="retrieval recall@k cut-offs")
     parser.add_argument("--min-iou", type=float, default=0.5, help="IoU at which a crop finds a truth box")
     parser.add_argument("--target-precision", type=float, default=0.95, help="precision the threshold must reach")
+    parser.add_argument("--calibration", help="a calibration.json fitted on another split: adds a `calibrated` row")
     args, mine_args = parser.parse_known_args(argv)
     split, out = Path(args.truth).resolve(), Path(args.out).resolve()
     truth, garments = read_split(split)
     settings = evaluation.EvalSettings(tuple(args.ks), args.min_iou, args.target_precision)
     inputs = [f"lookbook={split / 'lookbook.parquet'}", f"garments={split / 'garments.parquet'}"]
     readable = f"storage.allowed_local_roots=[{split}]"  # the split's images; mine_args may widen it
+    calibration = json.loads(Path(args.calibration).read_text()) if args.calibration else None
     results, rows = {}, []
     (out / "curves").mkdir(parents=True, exist_ok=True)
     for crops, switch in CROPS.items():
@@ -68,9 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         mined_s = time.perf_counter() - start
         run = read_run(out / crops)
         results[crops] = {"output": str(out / crops), "summary": summary, "mine_seconds": round(mined_s, 1)}
-        scoring = run.cfg.scoring
-        for setting, lambdas in evaluation.ablation_lambdas(scoring.lambda_vlm, scoring.lambda_siglip).items():
-            pairs = evaluation.rescored(run.pairs, *lambdas, run.cfg.tiers)
+        for setting, (lambdas, pairs) in scored_settings(run, calibration if crops == "detector" else None).items():
             report = evaluation.report(pairs, truth, garments, run.crops, run.top_k, settings)
             results[crops][setting] = {"lambdas": list(lambdas), **report}
             write_curve(pairs, truth, out / "curves" / f"{crops}-{setting}.parquet")

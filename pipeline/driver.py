@@ -12,6 +12,7 @@ import ray
 from ray.data import ExecutionResources
 
 from core.config import MineConfig, config_hash, to_yaml
+from core.data_card import CARD, data_card
 from core.storage import join, write_bytes
 from core.tiering import TIERS, UNMATCHED
 from pipeline.commits import ShardCommit
@@ -66,12 +67,15 @@ def models_used(cfg: MineConfig) -> dict[str, dict[str, str]]:
 
 def report(cfg: MineConfig, summary: dict) -> dict:
     """Complete `summary` with the config hash, the models and any notes (why every garment is
-    unmatched), write it as summary.json beside the resolved config.yaml, print it, and return it."""
+    unmatched), write it as summary.json beside the resolved config.yaml and the data card
+    (core.data_card), print it, and return it."""
     summary = {"config_hash": config_hash(cfg), "models": models_used(cfg), **summary}
     if summary["counts"].get("index_rows") == 0:
         summary["notes"] = [NO_CROPS]
     write_bytes(join(cfg.output, "summary.json"), json.dumps(summary, indent=2).encode(), cfg.storage)
     write_bytes(join(cfg.output, "config.yaml"), to_yaml(cfg).encode(), cfg.storage)
+    card = data_card(summary["tiers"], summary["models"], summary["config_hash"])
+    write_bytes(join(cfg.output, CARD), card.encode(), cfg.storage)
     print(f"\nlookbook-miner: outputs in {cfg.output}")
     for role, model in summary["models"].items():
         print(f"  {role:9s} {model['spec']}" + (f"  ({model['note']})" if model["note"] else ""))

@@ -13,6 +13,7 @@ import ray
 from ray.data import Dataset
 
 from core import tiering
+from core.confidence import Confidence
 from core.config import MineConfig, ScoringConfig, TierConfig
 from core.schemas import GARMENT_IDS, PAIRS, PAIRS_DIR, SCORED_DIR, TIERING
 from core.storage import filesystem, join
@@ -74,14 +75,20 @@ def count_cutoffs(scored: Dataset, cfg: TierConfig, scoring: ScoringConfig) -> l
 
 
 def assign(batch: pa.Table, cfg: TierConfig, cutoffs: list[tiering.Cutoff | None] | None) -> pa.Table:
-    """Scored rows (an Arrow batch: list columns such as the candidates stay Arrow) plus `tier`:
-    by thresholds, or by count-mode cutoffs when given."""
+    """Scored rows (an Arrow batch: list columns such as the candidates stay Arrow) plus `tier` and
+    `confidence`: by thresholds on the score, by count-mode cutoffs when given, or by thresholds on
+    the calibrated confidence (the only mode that fills `confidence`)."""
     scores = batch["score"].to_numpy(zero_copy_only=False)
-    if cutoffs is None:
+    confidence = np.full(len(scores), np.nan)
+    if cfg.mode == "calibrated":
+        confidence = Confidence.from_dict(cfg.calibration)(batch)
+        tiers = tiering.by_threshold(confidence, cfg.thresholds)
+    elif cutoffs is None:
         tiers = tiering.by_threshold(scores, cfg.thresholds)
     else:
         tiers = tiering.by_cutoffs(scores, batch["garment_id"].to_numpy(zero_copy_only=False), cutoffs)
-    return batch.append_column("tier", pa.array(tiers.tolist(), pa.string()))
+    batch = batch.append_column("tier", pa.array(tiers.tolist(), pa.string()))
+    return batch.append_column("confidence", pa.array(confidence.astype(np.float32)))
 
 
 def tier_pairs(cfg: MineConfig, scored: dict[int, ShardCommit]) -> ShardCommit:

@@ -235,7 +235,7 @@ def threshold_for_precision(scores: np.ndarray, true: np.ndarray, target: float)
     return float(reaching.min()) if len(reaching) else None
 
 
-def _element(lists: pa.Array, index: np.ndarray) -> pa.Array:
+def element(lists: pa.Array, index: np.ndarray) -> pa.Array:
     """lists[i][index[i]] of each row; null where index[i] is NO_CANDIDATE."""
     lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     starts = np.cumsum(lengths) - lengths
@@ -274,8 +274,8 @@ def rescored(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, tiers: Ti
     return pa.table(
         {
             "garment_id": garment_ids,
-            "image_id": _element(_array(pairs, "candidate_image_ids"), match.index),
-            "crop_id": _element(_array(pairs, "candidate_crop_ids"), match.index),
+            "image_id": element(_array(pairs, "candidate_image_ids"), match.index),
+            "crop_id": element(_array(pairs, "candidate_crop_ids"), match.index),
             "s_vlm": pa.array(match.s_vlm, pa.float32()),
             "s_siglip": pa.array(match.s_siglip, pa.float32()),
             "score": pa.array(match.score, pa.float32()),

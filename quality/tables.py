@@ -65,3 +65,37 @@ def markdown(rows: list[dict[str, str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row.get(c, "-") for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_calibration(settings: dict, counts: dict[str, int]) -> str:
+    """A calibration (jobs.calibrate's calibration.json) as text: the lambdas, each tier's certified
+    cut-off with its labelled pairs and precision lower bound, the pairs per tier after re-tiering,
+    and the precision per tier on the evaluation labels when there are any."""
+    scoring, fitted = settings["scoring"], settings["fitted_on"]
+    lines = [
+        f"fitted on {fitted['labelled']} labelled pairs ({fitted['source']}: {fitted['labels']})",
+        f"lambda_vlm {scoring['lambda_vlm']:g}, lambda_siglip {scoring['lambda_siglip']:g}; "
+        f"delta {settings['delta']:g} (each tier's precision >= target with probability >= 1 - delta)",
+        "",
+        f"{'tier':6s} {'target':>6s} {'cut-off':>8s} {'labelled':>8s} {'errors':>6s} {'precision':>9s} "
+        f"{'lower bd':>8s} {'pairs':>7s}",
+    ]
+    for cut in settings["tiers"]:
+        lines.append(
+            f"{cut['tier']:6s} {cut['target']:6.2f} {_number(cut['cutoff'], 4):>8s} {cut['labelled']:8d} "
+            f"{cut['errors']:6d} {_number(cut['precision']):>9s} {_number(cut['lower_bound']):>8s} "
+            f"{counts[cut['tier']]:7d}"
+        )
+    evaluation = settings.get("evaluation")
+    if evaluation:
+        kind = "held-out" if evaluation["held_out"] else "fitting"
+        lines += ["", f"precision on the {kind} labels ({evaluation['labels']}):"]
+        for tier, values in evaluation["tiers"].items():
+            low, high = values["interval"]
+            interval = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
+            lines.append(f"  {tier:6s} {_number(values['precision'])}{interval} of {values['labelled']}")
+    return "\n".join(lines)

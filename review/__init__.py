@@ -1,0 +1,1 @@
+"""The review app: people verify mined pairs one at a time; decisions persist in SQLite."""
