@@ -26,7 +26,7 @@ def _size_category(n: int) -> str:
 def _interval(values: Mapping) -> str:
     low, high = values.get("interval") or (None, None)
     if values.get("precision") is None:
-        return "no labelled pair"
+        return f"too few labels ({values.get('labelled', 0)})"
     bounds = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
     return f"{values['precision']:.3f}{bounds} ({values['labelled']} labelled)"
 

@@ -115,8 +115,10 @@ def binomial_p(errors: float, n: float, target: float) -> float:
 def effective_counts(true: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
     """(hits, total) of weighted labels at Kish's effective sample size (sum w)^2 / sum w^2, with the
     weighted proportion of hits: the plain counts when every weight is equal."""
-    total = weights.sum() ** 2 / (weights**2).sum() if len(weights) else 0.0
-    return (total * (weights * true).sum() / weights.sum() if len(weights) else 0.0), total
+    if not len(weights):
+        return 0.0, 0.0
+    total = weights.sum() ** 2 / (weights**2).sum()
+    return total * (weights * true).sum() / weights.sum(), total
 
 
 def _walk(confidence: np.ndarray, true: np.ndarray, weights: np.ndarray, target: float, delta: float, step: int) -> int:
@@ -179,17 +181,21 @@ def thresholds(cuts: Sequence[TierCut]) -> dict[str, float | None]:
     return {cut.tier: cut.cutoff for cut in cuts}
 
 
-def tier_precision(tiers: np.ndarray, true: np.ndarray, delta: float) -> dict[str, dict]:
+def tier_precision(
+    tiers: np.ndarray, true: np.ndarray, delta: float, weights: np.ndarray | None = None
+) -> dict[str, dict]:
     """Per tier: labelled pairs, hits, precision and its two-sided (1 - 2 delta) Clopper-Pearson
-    interval (whose lower end is the one-sided (1 - delta) bound). tiers: (n,) tier names."""
+    interval (whose lower end is the one-sided (1 - delta) bound), at effective counts when the
+    labels are `weights`ed (see `certify`). tiers: (n,) tier names."""
+    weights = np.ones(len(tiers)) if weights is None else np.asarray(weights, np.float64)
     out = {}
     for tier in TIERS:
         inside = tiers == tier
-        hits, total = int(true[inside].sum()), int(inside.sum())
+        hits, total = effective_counts(true[inside], weights[inside])
         low, high = clopper_pearson(hits, total, 2 * delta)
         out[tier] = {
-            "labelled": total,
-            "hits": hits,
+            "labelled": int(inside.sum()),
+            "hits": int(true[inside].sum()),
             "precision": hits / total if total else None,
             "interval": [None if math.isnan(low) else low, None if math.isnan(high) else high],
         }

@@ -172,3 +172,37 @@ def test_weighted_labels_count_as_their_effective_sample() -> None:
     assert total < high.labelled and hits / total == pytest.approx(high.precision)
     assert high.lower_bound == pytest.approx(calibration.lower_bound(hits, total, 0.05))
     assert calibration.binomial_p(3, 153, 0.95) == pytest.approx(stats.binom.cdf(3, 153, 0.05))
+
+
+def test_review_labels_weigh_the_stratified_sample_and_keep_other_queues_for_fitting(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from jobs.calibrate import labels_of
+    from review.store import ReviewStore
+
+    rows = [
+        {"garment_id": f"g{i}", "crop_id": f"c{i}", "image_id": f"i{i}", "tier": "high" if i < 4 else "low",
+         "score": 1 - i / 10, "candidate_s_siglip": [0.5]}
+        for i in range(8)
+    ]  # fmt: skip
+    (tmp_path / "run" / "pairs").mkdir(parents=True)
+    pairs = pairs_table(rows)
+    pq.write_table(pairs, tmp_path / "run" / "pairs" / "part-0.parquet")
+    store = ReviewStore(tmp_path / "review.sqlite")
+    for i, decision, stratum, queue in [
+        (0, "accept", "high/0", "stratified"),
+        (1, "accept", "uncertain-high", "uncertain-high"),
+        (4, "reject", "low/0", "stratified"),
+        (5, "accept", "low/0", "stratified"),
+        (6, "skip", "low/0", "stratified"),  # a skip is no label
+    ]:
+        row = rows[i]
+        key = (row["garment_id"], row["crop_id"])
+        store.decide("ann", key, decision, image_id=row["image_id"], stratum=stratum, queue=queue,
+                     tier=row["tier"], score=row["score"])  # fmt: skip
+    labels = labels_of(pairs, str(tmp_path / "review.sqlite"), tmp_path / "run", bands=1)
+    assert labels.labelled.tolist() == [True, True, False, False, True, True, False, False]
+    assert labels.true.tolist() == [True, True, False, False, False, True, False, False]
+    # strata high/0 and low/0 hold 4 pairs each: 1 and 2 of them labelled from the random sample
+    assert labels.weights.tolist() == [4.0, 0.0, 0.0, 0.0, 2.0, 2.0, 0.0, 0.0]
+    assert labels.drawn.tolist() == [True, False, False, False, True, True, False, False]

@@ -15,12 +15,14 @@ from PIL import Image
 
 from core import payload, schemas
 from core.config import load_config
+from core.data_card import CARD
 from core.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
 from core.index import IndexManifest, sha256, work_shard_of
 from core.tiering import TIERS, UNMATCHED
 from jobs import mine
 from pipeline.manifests import ManifestError
 from pipeline.stage import attempt_ledger
+from pipeline.tier_passes import assign
 from quality import evaluation
 
 from .bad_files import png_declaring
@@ -252,3 +254,50 @@ def test_fused_lookbook_actor_with_fused_decode_makes_the_same_crops(run, inputs
     quarantine = lambda table: sorted(zip(table["id"].to_pylist(), table["reason"].to_pylist()))  # noqa: E731
     got = pq.read_table(tmp_path / schemas.QUARANTINE_DIR / "lookbook", partitioning=None)
     assert quarantine(got) == quarantine(read(run, f"{schemas.QUARANTINE_DIR}/lookbook"))
+
+
+def test_the_data_card_describes_the_pairs_and_datasets_loads_them(run, tmp_path, monkeypatch):
+    import datasets
+    import yaml
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    card = (run["output"] / CARD).read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    files = header["configs"][0]["data_files"][0]["path"]
+    for tier in (*TIERS, UNMATCHED):
+        assert f"| {tier} | {run['summary']['tiers'][tier]} |" in card
+    assert "not estimated" in card and run["summary"]["config_hash"] in card
+    loaded = datasets.load_dataset("parquet", data_files=str(run["output"] / files), cache_dir=str(tmp_path))
+    pairs = read(run, schemas.PAIRS_DIR)
+    assert loaded["train"].num_rows == pairs.num_rows
+    for column in ("garment_uri", "image_uri", "box", "score", "tier", "confidence"):
+        assert column in loaded["train"].column_names
+    assert sorted(loaded["train"]["garment_id"]) == sorted(pairs["garment_id"].to_pylist())
+
+
+def test_calibrate_fits_on_truth_and_its_overlay_tiers_the_next_run_alike(run, sample, tmp_path):
+    from jobs import calibrate
+
+    out = tmp_path / "calibrated"
+    settings = calibrate.main([str(run["output"]), "--labels", str(sample.truth_path.parent), "--out", str(out)])
+    cut_offs = {cut["tier"]: cut["cutoff"] for cut in settings["tiers"]}
+    assert cut_offs == settings["thresholds"]
+    recalibrated = pq.read_table(out / schemas.PAIRS_DIR)
+    assert recalibrated.schema == schemas.PAIRS and recalibrated.num_rows == read(run, schemas.PAIRS_DIR).num_rows
+    cfg = load_config([str(run["output"] / "config.yaml"), str(out / "tiers.yaml")])
+    assert cfg.tiers.mode == "calibrated" and cfg.tiers.thresholds == settings["thresholds"]
+    # the next run's tiering stage would tier the same pairs the same way
+    again = assign(recalibrated.drop_columns(["tier", "confidence"]), cfg.tiers, None)
+    assert again["tier"].to_pylist() == recalibrated["tier"].to_pylist()
+    np.testing.assert_allclose(
+        again["confidence"].to_numpy(zero_copy_only=False), recalibrated["confidence"].to_numpy(zero_copy_only=False)
+    )
+    crops = read(run, schemas.CROPS_DIR).to_pandas().set_index("crop_id")  # re-picked pairs point at their crops
+    matched = recalibrated.filter(recalibrated["crop_id"].is_valid()).to_pandas()
+    assert (crops.loc[matched["crop_id"], "uri"].to_numpy() == matched["image_uri"].to_numpy()).all()
+    applied = calibrate.main(
+        [str(run["output"]), "--apply", str(out / "calibration.json"), "--out", str(tmp_path / "a")]
+    )
+    assert pq.read_table(tmp_path / "a" / schemas.PAIRS_DIR).equals(recalibrated)
+    assert applied["thresholds"] == settings["thresholds"]
+    assert "precision on the fitting benchmark truth labels" in (out / CARD).read_text()

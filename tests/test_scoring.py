@@ -239,7 +239,10 @@ def test_shortlists_merge_by_score_then_lower_id_and_keep_their_columns_together
     batch = {"x": np.zeros(2), **merged.columns()}
     back = Candidates.of(batch, 3)  # string fields are lists of k per row in a batch
     assert back.crop_ids.tolist() == merged.crop_ids.tolist()
-    assert back.image_uris.tolist() == [["/l/i8.jpg", "/l/i5.jpg", "/l/i7.jpg"], ["/l/i0.jpg", "/l/i1.jpg", "/l/i2.jpg"]]
+    assert back.image_uris.tolist() == [
+        ["/l/i8.jpg", "/l/i5.jpg", "/l/i7.jpg"],
+        ["/l/i0.jpg", "/l/i1.jpg", "/l/i2.jpg"],
+    ]
     assert Candidates.of({"x": np.zeros(2)}, 3).ids.tolist() == [[-1] * 3] * 2  # none yet
 
 
