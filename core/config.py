@@ -249,7 +249,14 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError(f"tiers.mode must be 'threshold', 'count' or 'calibrated', got {cfg.tiers.mode!r}")
     if cfg.tiers.mode == "calibrated" and not cfg.tiers.calibration:
         raise ValueError("tiers.mode 'calibrated' needs tiers.calibration (written by jobs.calibrate)")
-    for name, table in (("thresholds", cfg.tiers.thresholds), ("counts", cfg.tiers.counts)):
+    if not 0 < cfg.tiers.delta < 1 or not all(0 < p <= 1 for p in cfg.tiers.target_precision.values()):
+        raise ValueError("tiers.delta must lie in (0, 1) and every tiers.target_precision in (0, 1]")
+    tables = (
+        ("thresholds", cfg.tiers.thresholds),
+        ("counts", cfg.tiers.counts),
+        ("target_precision", cfg.tiers.target_precision),
+    )
+    for name, table in tables:
         if set(table) != {"high", "mid", "low"}:
             raise ValueError(f"tiers.{name} must name exactly high, mid and low, got {sorted(table)}")
     if cfg.captioner.kind not in ("siglip_zeroshot", "generative"):

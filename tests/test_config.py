@@ -92,6 +92,9 @@ def test_unknown_key_is_an_error() -> None:
     ("override", "message"),
     [
         ("tiers.mode=top", "tiers.mode"),
+        ("tiers.mode=calibrated", "tiers.calibration"),  # a calibrated mode needs the fitted model
+        ("tiers.delta=0", "tiers.delta"),
+        ("tiers.target_precision.high=1.5", "tiers.target_precision"),
         ("captioner.kind=llava", "captioner.kind"),
         ("detector.no_detection=drop", "detector.no_detection"),
         ("index.shards=0", "index.shards"),
@@ -103,7 +106,7 @@ def test_validate_errors_from_overrides(override: str, message: str) -> None:
         load_config([*REQUIRED, override])
 
 
-@pytest.mark.parametrize("table", ["thresholds", "counts"])
+@pytest.mark.parametrize("table", ["thresholds", "counts", "target_precision"])
 def test_validate_missing_tier_name(table: str) -> None:
     cfg = load_config(REQUIRED)
     del getattr(cfg.tiers, table)["mid"]
