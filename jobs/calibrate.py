@@ -36,6 +36,7 @@ from core.data_card import CARD, data_card
 from core.schemas import CROPS_DIR, PAIRS_DIR
 from core.tiering import TIERS, UNMATCHED
 from quality import calibration, evaluation
+from quality.labels import from_review, from_truth, label_rows
 from quality.retier import best_of_candidates, picked_images, repicked, retiered
 from quality.runs import read_split
 from quality.tables import format_calibration
@@ -66,22 +67,16 @@ class Labels:
 def labels_of(pairs: pa.Table, path: str, run: Path, bands: int) -> Labels:
     """The labels of `pairs` (the run `run`) from a benchmark split (every pair with a candidate is
     labelled) or a review database (reviewed accept/reject decisions; `bands` as the app had)."""
+    garment_ids = pairs["garment_id"].combine_chunks()
     if Path(path, "truth.parquet").is_file():
-        truth, _ = read_split(path)
-        true = evaluation.is_true_pair(pairs["garment_id"].combine_chunks(), pairs["image_id"].combine_chunks(), truth)
-        labelled = pairs["image_id"].is_valid().to_numpy(zero_copy_only=False)
-        return Labels(labelled, true, labelled.astype(np.float64), "benchmark truth")
+        judged = from_truth(garment_ids, pairs["image_id"].combine_chunks(), read_split(path)[0])
+        return Labels(judged.labelled, judged.true, judged.labelled.astype(np.float64), judged.source)
     reviewed = read_labels(path)
-    keys = evaluation.pair_keys(pairs["garment_id"].combine_chunks(), pairs["crop_id"].combine_chunks())
-    found = evaluation.pair_keys(reviewed["garment_id"].combine_chunks(), reviewed["crop_id"].combine_chunks())
-    row = pa.compute.index_in(keys, value_set=found).to_numpy(zero_copy_only=False)
-    labelled = ~np.isnan(row.astype(np.float64))
-    verified = reviewed["verified"].to_numpy(zero_copy_only=False)
-    true = np.zeros(len(pairs), bool)
-    true[labelled] = verified[row[labelled].astype(np.int64)]
-    weights = np.zeros(len(pairs))
-    weights[labelled] = sample_weights(reviewed, run, bands)[row[labelled].astype(np.int64)]
-    return Labels(labelled, true, weights, "review sample")
+    judged = from_review(garment_ids, pairs["crop_id"].combine_chunks(), reviewed)
+    rows = label_rows(garment_ids, pairs["crop_id"].combine_chunks(), reviewed)
+    weights = np.zeros(len(rows))
+    weights[rows >= 0] = sample_weights(reviewed, run, bands)[rows[rows >= 0]]
+    return Labels(judged.labelled, judged.true, weights, "review sample")
 
 
 def sample_weights(reviewed: pa.Table, run: Path, bands: int) -> np.ndarray:

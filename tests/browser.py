@@ -51,10 +51,14 @@ def page(browser):
         context.close()
 
 
-def save_screenshot(page, name: str, fallback: Path) -> Path:
-    """The page's full screenshot as NAME.png under $LOOKBOOK_SCREENSHOTS, else under `fallback`."""
+def save_screenshot(page, name: str, fallback: Path, selector: str | None = None, full_page: bool = True) -> Path:
+    """A screenshot as NAME.png under $LOOKBOOK_SCREENSHOTS, else under `fallback`: of the element
+    `selector`, else of the whole page (`full_page`) or of what the viewport shows."""
     folder = Path(os.environ.get(SCREENSHOTS) or fallback)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    if selector:
+        page.locator(selector).screenshot(path=str(path))
+    else:
+        page.screenshot(path=str(path), full_page=full_page)
     return path

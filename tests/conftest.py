@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny offline models, a small synthetic sample, one local Ray instance."""
+"""Shared fixtures: tiny offline models, a small synthetic sample, one local Ray instance, and one
+headless Chromium for the session (tests/browser.py: one Playwright per process, so it lives here)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from core.config import CONF_DIR, VOCAB_PATH
 from core.vocab import load_vocab, vocabulary_words
 from datagen.synthetic import make_sample
 from training.tiny_models import build_tiny_blip, build_tiny_siglip
+
+from .browser import browser, page  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 

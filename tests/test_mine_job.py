@@ -26,6 +26,7 @@ from pipeline.tier_passes import assign
 from quality import evaluation
 
 from .bad_files import png_declaring
+from .browser import save_screenshot
 from .conftest import REPO
 
 pytestmark = pytest.mark.ray
@@ -275,11 +276,13 @@ def test_the_data_card_describes_the_pairs_and_datasets_loads_them(run, tmp_path
     assert sorted(loaded["train"]["garment_id"]) == sorted(pairs["garment_id"].to_pylist())
 
 
-def test_calibrate_fits_on_truth_and_its_overlay_tiers_the_next_run_alike(run, sample, tmp_path):
+def test_calibrate_fits_on_truth_and_its_overlay_tiers_the_next_run_alike(run, sample, page, tmp_path):
     from jobs import calibrate
+    from jobs import report as report_job
 
     out = tmp_path / "calibrated"
-    settings = calibrate.main([str(run["output"]), "--labels", str(sample.truth_path.parent), "--out", str(out)])
+    split = sample.truth_path.parent
+    settings = calibrate.main([str(run["output"]), "--labels", str(split), "--out", str(out)])
     cut_offs = {cut["tier"]: cut["cutoff"] for cut in settings["tiers"]}
     assert cut_offs == settings["thresholds"]
     recalibrated = pq.read_table(out / schemas.PAIRS_DIR)
@@ -301,3 +304,11 @@ def test_calibrate_fits_on_truth_and_its_overlay_tiers_the_next_run_alike(run, s
     assert pq.read_table(tmp_path / "a" / schemas.PAIRS_DIR).equals(recalibrated)
     assert applied["thresholds"] == settings["thresholds"]
     assert "precision on the fitting benchmark truth labels" in (out / CARD).read_text()
+    # the report of the re-tiered pairs shows the calibration (the README's picture of it)
+    shown = tmp_path / "calibrated.html"
+    report_job.main(
+        [str(run["output"]), "--pairs", str(out / schemas.PAIRS_DIR), "--truth", str(split), "--out", str(shown)]
+    )
+    page.goto(shown.as_uri())
+    assert page.locator("#calibration td").first.inner_text() == "high"
+    save_screenshot(page, "calibrate", tmp_path, selector="#calibration")

@@ -18,7 +18,7 @@ from jobs import review as review_job
 from review.app import create_app
 from review.store import read_labels
 
-from .browser import browser, save_screenshot  # noqa: F401  (the session's Chromium)
+from .browser import save_screenshot
 from .test_review import allowing, make_run
 
 QUEUE = 16  # 4 tiers x 2 bands x 2 pairs
@@ -77,7 +77,7 @@ def progress(page) -> str:
     return page.inner_text("#progress-text")
 
 
-def open_page(browser, url: str):  # noqa: F811
+def open_page(browser, url: str):
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -95,7 +95,7 @@ def wait_images(page) -> None:
         time.sleep(0.05)
 
 
-def test_review_with_the_keyboard_reload_two_reviewers_then_rows_and_export(browser, served, tmp_path):  # noqa: F811
+def test_review_with_the_keyboard_reload_two_reviewers_then_rows_and_export(browser, served, tmp_path):
     url, db, run = served
     alice_ctx, alice = open_page(browser, f"{url}/?reviewer=alice")
     wait_images(alice)
