@@ -3,6 +3,7 @@ equal those of an uninterrupted run; a changed config is refused."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -25,8 +26,11 @@ SHARDS = 4
 
 
 def pairs(output) -> list[dict]:
+    """The run's pairs by garment_id; NaN (e.g. `confidence` of an uncalibrated run) as None, so
+    that equal pairs compare equal."""
     table = pq.read_table(output / schemas.PAIRS_DIR, partitioning=None)
-    return sorted(table.to_pylist(), key=lambda row: row["garment_id"])
+    rows = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in table.to_pylist()]
+    return sorted(rows, key=lambda row: row["garment_id"])
 
 
 def assert_same_pairs(got: list[dict], expected: list[dict]) -> None:
