@@ -81,7 +81,7 @@ def decode(data: bytes, limits: DecodeConfig) -> Decoded:
             return failed(TOO_SMALL, f"{width}x{height} has a side < {limits.min_side}")
         if image.getexif().get(EXIF_ORIENTATION, 1) in SWAPS_SIDES:
             width, height = height, width
-        image.draft("RGB", (limits.max_side, limits.max_side))
+        image.draft("RGB", fitted_size(image.size, limits.max_side))
         image = _rgb(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         found = next((name for magic, name in MAGIC.items() if data.startswith(magic)), None)
@@ -90,8 +90,20 @@ def decode(data: bytes, limits: DecodeConfig) -> Decoded:
         return failed(DECODE_ERROR, f"not an image of the formats {limits.formats}")
     except Exception as exc:  # any decoder failure (plugins raise their own types) is a bad file
         return failed(DECODE_ERROR, f"{type(exc).__name__}: {exc}")
-    image.thumbnail((limits.max_side, limits.max_side), Image.Resampling.BILINEAR)
+    fitted = fitted_size((width, height), limits.max_side)  # from the original: as a full decode gives it
+    if image.size != fitted:
+        image = image.resize(fitted, Image.Resampling.BILINEAR)
     return Decoded(np.asarray(image), width, height, (image.width / width, image.height / height))
+
+
+def fitted_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """The (w, h) of a `size` image downscaled to fit `max_side` (aspect kept, never upscaled).
+    It is also what `Image.draft` is asked for: JPEG then decodes at the smallest of 1/2, 1/4, 1/8
+    (a scaled IDCT) that still covers it on both sides, and the exact resize follows. (Asking for a
+    square max_side box reduces only images whose shorter side is twice max_side.)"""
+    width, height = size
+    factor = min(1.0, max_side / max(width, height))
+    return max(1, round(width * factor)), max(1, round(height * factor))
 
 
 def _rgb(image: Image.Image) -> Image.Image:

@@ -203,3 +203,51 @@ def test_only_the_allowed_formats_parsers_run(monkeypatch: pytest.MonkeyPatch) -
     _assert_failed(result, images.UNSUPPORTED_FORMAT)
     assert "GIF" in result.error
     _assert_failed(decode(b"not an image at all", LIMITS), images.DECODE_ERROR)
+
+
+# --- JPEGs decoded at the size the job keeps (a scaled IDCT), against a full decode -----------------
+
+
+def test_fitted_size_keeps_the_aspect_and_never_upscales() -> None:
+    assert images.fitted_size((3000, 2000), 1280) == (1280, 853)
+    assert images.fitted_size((2000, 3000), 1280) == (853, 1280)
+    assert images.fitted_size((800, 600), 1280) == (800, 600)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_large_jpeg_decodes_reduced_and_matches_a_full_decode(orientation: int) -> None:
+    """1200x800 at max_side 500: JPEG decodes at 1/2 (600x400), then the exact resize. The old
+    square 500x500 draft decoded it in full (800 // 500 = 1). Output within a stated error of the
+    full decode's, the border ring included (scaled IDCT edge artefacts)."""
+    from bench.decode import errors, full_decode, scene_jpeg
+
+    limits = DecodeConfig(max_side=500, min_side=32)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    with Image.open(io.BytesIO(scene_jpeg(1200, 800, seed=orientation))) as source:
+        buffer = io.BytesIO()
+        source.save(buffer, "JPEG", quality=90, exif=exif.tobytes())
+    data = buffer.getvalue()
+    with Image.open(io.BytesIO(data)) as probe:
+        probe.draft("RGB", images.fitted_size(probe.size, limits.max_side))
+        assert probe.size == (600, 400)  # what decode() decodes
+    result = decode(data, limits)
+    upright = (1200, 800) if orientation == 1 else (800, 1200)
+    assert (result.width, result.height) == upright
+    assert result.pixels.shape[:2][::-1] == images.fitted_size(upright, 500)
+    assert result.scale == (result.pixels.shape[1] / upright[0], result.pixels.shape[0] / upright[1])
+    reference = full_decode(data, limits.max_side)
+    assert result.pixels.shape == reference.shape
+    mean, border = errors(result.pixels, reference)
+    assert mean < 2.0 and border < 4.0, (mean, border)  # 8-bit levels
+
+
+def test_decode_benchmark_runs_and_reports_both_paths(capsys) -> None:
+    """bench.decode at a tiny size, so the script cannot rot between recorded runs."""
+    from bench import decode as bench_decode
+
+    results = bench_decode.main(["--megapixels", "0.3", "--images", "1", "--repeat", "1", "--max-side", "200"])
+    figures = results[0.3]
+    assert figures["full"] > 0 and figures["reduced"] > 0 and figures["floor"] > 0
+    assert figures["mean_error"] < 2.0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("decode: max_side=200 mp0.3_speedup=")
