@@ -8,7 +8,9 @@ the tiny SigLIP / BLIP folders, then runs, each in a fresh Python process:
 - `floor`: the lookbook actors (`decode_images`, `CropDetector`, `CropEmbedder`, `CropDescriber`)
   called directly in a plain loop over the `n` images, with the configured batch sizes, torch
   on `--cpus` threads, writing the crops to Parquet like the job's sink. Timed: the loop only
-  (model loading and a one-image warm-up are reported apart).
+  (model loading and a one-image warm-up are reported apart); each model's time is also split by
+  step (preprocess, forward, postprocess: the actors' own `core.steps` timers, which the job
+  records as metrics), beside the decode and write seconds.
 - `ray n` and `ray 10n`: `jobs.mine.mine_lookbook(cfg)` on a local Ray instance with `--cpus`
   CPUs. Timed: from the call to its return, so actor start-up (worker processes, imports, model
   loading) is included and `ray.init` is not. The `scale * n` manifest repeats the `n` image files
@@ -159,6 +161,9 @@ def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) 
     # set up with one image first, then give torch the `threads` the Ray run has.
     detector(decode_images(next(slices(images, 1)), cfg.decode, cfg.storage))
     torch.set_num_threads(threads)
+    models = {"detect": detector, "embed": embedder, "describe": describer}
+    for model in models.values():
+        model.timer.take()  # set-up and warm-up are not the loop's
     load_s = time.perf_counter() - started
     output.mkdir(parents=True, exist_ok=True)
     seconds = dict.fromkeys(("decode", "detect", "embed", "describe", "write"), 0.0)
@@ -185,6 +190,7 @@ def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) 
             )
             _lap(seconds, "write", tick)
         end = monitor.mark()
+    steps = {stage: model.timer.take() for stage, model in models.items()}
     return {
         "images": len(images["uri"]),
         "crops": crops,
@@ -192,6 +198,7 @@ def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) 
         "seconds": end[0] - start[0],
         "load_s": load_s,
         "stage_s": seconds,
+        "step_s": steps,
         "threads": torch.get_num_threads(),
         **monitor.summary(start, end),
     }
@@ -355,6 +362,8 @@ def report(args: argparse.Namespace, runs: dict[str, dict], overrides: list[str]
             f"floor seconds by stage: {stages}; torch threads {runs['floor']['threads']};"
             f" model loading and warm-up {runs['floor']['load_s']:.1f} (not timed)"
         )
+        for stage, steps in runs["floor"]["step_s"].items():
+            print(f"floor {stage} seconds by step (core.steps): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
     for label in ("ray n", "ray 10n"):
         if runs.get(label, {}).get("stats"):
             print(f"\nRay Data stats, {label}:\n{runs[label]['stats']}")
