@@ -15,7 +15,9 @@ from core.storage import StorageConfig
 
 class SiglipModelWrapper:
     """Both SigLIP towers. Outputs are L2-normalised float32 arrays of shape (n, dim); each call's
-    processor or tokenizer time is recorded as `preprocess` in `timer`, the model's as `forward`."""
+    processor or tokenizer time is recorded as `preprocess` in `timer`, the model's as `forward`.
+    Images are resized and normalised on the model's device (the processor's torchvision backend):
+    on a GPU the host only hands over the uint8 crops."""
 
     def __init__(self, cfg: EmbedderConfig, storage: StorageConfig, timer: StepTimer | None = None):
         self.timer = timer or StepTimer()
@@ -34,7 +36,7 @@ class SiglipModelWrapper:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         with self.timer(PREPROCESS):
-            pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+            pixels = self.processor(images=images, return_tensors="pt", device=self.device)["pixel_values"]
         with self.timer(FORWARD):
             features = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)).pooler_output
             return _normalise(features)
