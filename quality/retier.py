@@ -4,26 +4,20 @@ candidate re-picked with other lambdas, and tiers by a calibrated confidence."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from core import tiering
 from core.confidence import Confidence
 from core.schemas import PAIRS
 from core.scoring import BestMatch, best_candidate
 from quality.evaluation import element, padded
+from quality.runs import crop_rows
 
 PICKED = ("image_id", "image_uri", "crop_id", "box", "s_vlm", "s_siglip", "score", "margin")  # what a re-pick sets
-
-
-def crop_lookup(crops_dir: str, crop_ids: pa.Array) -> pa.Table:
-    """crop_id, uri, box of the crops `crop_ids` (nulls ignored), read from a run's crops folder."""
-    wanted = pc.unique(crop_ids.drop_null())
-    dataset = ds.dataset(crops_dir, format="parquet", partitioning=None)
-    return dataset.to_table(columns=["crop_id", "uri", "box"], filter=pc.field("crop_id").isin(wanted))
 
 
 def best_of_candidates(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float) -> BestMatch:
@@ -44,7 +38,7 @@ def repicked(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, crops_dir
     the PICKED columns replaced, the image uri and box of each picked crop read from `crops_dir`."""
     match = best_of_candidates(pairs, lambda_vlm, lambda_siglip)
     crop_ids = element(pairs["candidate_crop_ids"].combine_chunks(), match.index)
-    found = crop_lookup(crops_dir, crop_ids)
+    found = crop_rows(Path(crops_dir), crop_ids, ["crop_id", "uri", "box"])
     row = pc.index_in(crop_ids, value_set=found["crop_id"].combine_chunks())
     picked = {
         "image_id": picked_images(pairs, match),

@@ -18,6 +18,7 @@ from core.config import DecodeConfig, merged_config
 from core.schemas import CROPS_DIR, QUARANTINE_DIR
 from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES
+from quality.runs import crop_rows
 
 SUMMARY, CONFIG, CALIBRATION = "summary.json", "config.yaml", "calibration.json"
 CROP_DETAILS = ("crop_id", "uri", "caption", *ATTRIBUTES)  # what a gallery card shows of a crop
@@ -81,14 +82,7 @@ def quarantine_counts(run: Path) -> tuple[pa.Table, dict[tuple[str, str], list[d
 def crop_details(run: Path, crop_ids: Sequence[str]) -> dict[str, dict]:
     """crop_id -> its `CROP_DETAILS` (uri, caption, attributes) for the given crops, read from the
     run's crops table (only the rows asked for); {} without one."""
-    folder = run / CROPS_DIR
-    wanted = sorted({c for c in crop_ids if c})
-    if not wanted or not folder.is_dir():
-        return {}
-    dataset = ds.dataset(folder, format="parquet", partitioning=None)
-    columns = [c for c in CROP_DETAILS if c in dataset.schema.names]
-    rows = dataset.to_table(columns=columns, filter=pc.field("crop_id").isin(wanted)).to_pylist()
-    return {row["crop_id"]: row for row in rows}
+    return {row["crop_id"]: row for row in crop_rows(run / CROPS_DIR, crop_ids, CROP_DETAILS).to_pylist()}
 
 
 def find_calibration(run: Path, pairs: Path, given: Path | None = None) -> Path | None:

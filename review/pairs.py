@@ -22,6 +22,7 @@ from core.config import DecodeConfig, load_config
 from core.schemas import CROPS_DIR, PAIRS_DIR
 from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES
+from quality.runs import crop_rows, run_folder
 
 POPULATION_COLUMNS = ["garment_id", "crop_id", "image_id", "tier", "score", "margin", "confidence"]
 ROW_COLUMNS = [
@@ -51,14 +52,6 @@ class Population:
     def key(self, row: int) -> tuple[str, str]:
         """The pair key (garment_id, crop_id) of population row `row`."""
         return str(self.garment_id[row]), str(self.crop_id[row])
-
-
-def run_folder(run: str | Path) -> Path | None:
-    """The output folder of `run` (see the module docstring), None for a pairs file or folder alone."""
-    path = Path(run)
-    if (path / PAIRS_DIR).is_dir():
-        return path
-    return path.parent if path.name == PAIRS_DIR else None
 
 
 def pairs_source(run: str | Path) -> Path:
@@ -117,13 +110,10 @@ def read_rows(run: str | Path, garment_ids: Iterable[str]) -> dict[str, dict]:
 def read_crop_notes(run: str | Path, crop_ids: Iterable[str]) -> dict[str, dict]:
     """Caption and attributes of `crop_ids` from the run's `crops/` table, keyed by crop_id; empty
     when the run has no crops folder (a pairs file alone)."""
-    folder, ids = run_folder(run), sorted(set(crop_ids))
-    if folder is None or not (folder / CROPS_DIR).is_dir() or not ids:
+    folder = run_folder(run)
+    if folder is None:
         return {}
-    table = pq.read_table(
-        folder / CROPS_DIR, columns=CROP_COLUMNS, filters=pc.field("crop_id").isin(ids), partitioning=None
-    )
-    return {row["crop_id"]: row for row in table.to_pylist()}
+    return {row["crop_id"]: row for row in crop_rows(folder / CROPS_DIR, crop_ids, CROP_COLUMNS).to_pylist()}
 
 
 def run_limits(run: str | Path) -> tuple[StorageConfig, DecodeConfig]:
