@@ -77,9 +77,13 @@ class Confidence:
         z = (features[:, columns] - np.asarray(self.mean)) / np.asarray(self.scale)
         return self.bias + z @ np.asarray(self.weights, np.float64)
 
+    def of_features(self, features: np.ndarray) -> np.ndarray:
+        """(rows,) float64 confidence in [0, 1] from (rows, len(FEATURES)) `pair_features`."""
+        return 1.0 / (1.0 + np.exp(-self.logits(features)))
+
     def __call__(self, pairs: pa.Table | pa.RecordBatch) -> np.ndarray:
         """(rows,) float64 confidence in [0, 1] of each pair; NaN for a pair without a candidate."""
-        return 1.0 / (1.0 + np.exp(-self.logits(pair_features(pairs))))
+        return self.of_features(pair_features(pairs))
 
 
 def standardised(features: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

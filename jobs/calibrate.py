@@ -37,7 +37,7 @@ from core.schemas import CROPS_DIR, PAIRS_DIR
 from core.tiering import TIERS, UNMATCHED
 from quality import calibration, evaluation
 from quality.labels import from_review, from_truth, label_rows
-from quality.retier import best_of_candidates, picked_images, repicked, retiered
+from quality.retier import repicked, retiered
 from quality.runs import read_split
 from quality.tables import format_calibration
 from review.pairs import read_population
@@ -97,25 +97,28 @@ def best_lambdas(pairs: pa.Table, truth_dir: str, total: float) -> tuple[float, 
     garment_ids = pairs["garment_id"].combine_chunks()
 
     def hits(weight: float) -> int:
-        images = picked_images(pairs, best_of_candidates(pairs, weight * total, (1 - weight) * total))
+        images = evaluation.picked_images(
+            pairs, evaluation.best_of_candidates(pairs, weight * total, (1 - weight) * total)
+        )
         return int(evaluation.is_true_pair(garment_ids, images, truth).sum())
 
     best = max(np.linspace(0, 1, LAMBDA_GRID), key=lambda w: (hits(w), -w))
     return float(best * total), float((1 - best) * total)
 
 
-def fit(pairs: pa.Table, labels: str, cfg: MineConfig, run: Path, bands: int) -> tuple[pa.Table, dict]:
-    """The pairs re-picked (benchmark labels) and the fitted calibration (see the module doc)."""
+def fit(pairs: pa.Table, labels: str, cfg: MineConfig, run: Path, bands: int) -> tuple[pa.Table, dict, Labels]:
+    """The pairs re-picked (benchmark labels), the fitted calibration (see the module doc) and the
+    labels of those pairs."""
     lambdas = (cfg.scoring.lambda_vlm, cfg.scoring.lambda_siglip)
     if Path(labels, "truth.parquet").is_file():
         lambdas = best_lambdas(pairs, labels, sum(lambdas))
         pairs = repicked(pairs, *lambdas, str(run / CROPS_DIR))
     found = labels_of(pairs, labels, run, bands)
-    confidence = calibration.fit_confidence(pair_features(pairs)[found.labelled], found.true[found.labelled])
+    features = pair_features(pairs)
+    confidence = calibration.fit_confidence(features[found.labelled], found.true[found.labelled])
     drawn, targets = found.drawn, cfg.tiers.target_precision
-    cuts = calibration.certify(
-        confidence(pairs)[drawn], found.true[drawn], targets, cfg.tiers.delta, weights=found.weights[drawn]
-    )
+    values = confidence.of_features(features)[drawn]
+    cuts = calibration.certify(values, found.true[drawn], targets, cfg.tiers.delta, weights=found.weights[drawn])
     settings = {
         "scoring": {"lambda_vlm": lambdas[0], "lambda_siglip": lambdas[1]},
         "confidence": confidence.as_dict(),
@@ -130,7 +133,7 @@ def fit(pairs: pa.Table, labels: str, cfg: MineConfig, run: Path, bands: int) ->
             "certified_on": int(drawn.sum()),
         },
     }
-    return pairs, settings
+    return pairs, settings, found
 
 
 def overlay(settings: dict, targets: dict[str, float]) -> str:
@@ -158,17 +161,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run = Path(args.run)
     cfg = load_config([str(run / "config.yaml"), *overrides])
     pairs = pq.read_table(run / PAIRS_DIR, partitioning=None)
+    found = None  # the labels of the pairs, once read
     if args.apply:
         settings = json.loads(Path(args.apply).read_text())
         scoring = settings["scoring"]
         pairs = repicked(pairs, scoring["lambda_vlm"], scoring["lambda_siglip"], str(run / CROPS_DIR))
     else:
-        pairs, settings = fit(pairs, args.labels, cfg, run, args.bands)
+        pairs, settings, found = fit(pairs, args.labels, cfg, run, args.bands)
     pairs = retiered(pairs, Confidence.from_dict(settings["confidence"]), settings["thresholds"])
     tiers = pairs["tier"].to_numpy(zero_copy_only=False)
     estimate, how = None, "not estimated"
     if args.labels:
-        found = labels_of(pairs, args.labels, run, args.bands)
+        if found is None:  # re-tiering keeps every pair's pick, so labels read by `fit` hold
+            found = labels_of(pairs, args.labels, run, args.bands)
         drawn = found.drawn
         estimate = calibration.tier_precision(tiers[drawn], found.true[drawn], settings["delta"], found.weights[drawn])
         how = f"on {'held-out ' if args.apply else 'the fitting '}{found.source} labels: {int(drawn.sum())} pairs"

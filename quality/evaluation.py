@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from core import boxes, tiering
 from core.arrow import matrix
 from core.config import TierConfig
-from core.scoring import NO_CANDIDATE, best_candidate
+from core.scoring import NO_CANDIDATE, BestMatch, best_candidate
 from core.vocab import ATTRIBUTES
 
 Z_95 = 1.959963984540054  # standard normal quantile of 0.975: two-sided 95 % interval
@@ -262,19 +262,30 @@ def assign_tiers(scores: np.ndarray, ids: np.ndarray, cfg: TierConfig) -> np.nda
     return tiering.by_cutoffs(scores, ids, tiering.cutoffs_in_memory(scores, ids, cfg.counts))
 
 
-def rescored(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, tiers: TierConfig) -> pa.Table:
-    """The pairs as the job would have made them with other lambdas, from the stored candidates
-    (core.scoring.best_candidate, then `assign_tiers`): garment_id, image_id, crop_id, s_vlm,
-    s_siglip, score, margin, tier, candidate_image_ids. image_id / crop_id null without a candidate."""
+def best_of_candidates(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float) -> BestMatch:
+    """Each garment's best stored candidate by S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP
+    (`core.scoring.best_candidate`); `index` is its position in the candidate lists."""
     s_vlm, valid = padded(_array(pairs, "candidate_s_vlm"), np.nan)
     s_siglip, _ = padded(_array(pairs, "candidate_s_siglip"), np.nan)
-    match = best_candidate(s_vlm, s_siglip, valid, lambda_vlm, lambda_siglip)
+    return best_candidate(s_vlm, s_siglip, valid, lambda_vlm, lambda_siglip)
+
+
+def picked_images(pairs: pa.Table, match: BestMatch) -> pa.Array:
+    """The image_id of each garment's `match` (null without a candidate)."""
+    return element(_array(pairs, "candidate_image_ids"), match.index)
+
+
+def rescored(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, tiers: TierConfig) -> pa.Table:
+    """The pairs as the job would have made them with other lambdas, from the stored candidates
+    (`best_of_candidates`, then `assign_tiers`): garment_id, image_id, crop_id, s_vlm, s_siglip,
+    score, margin, tier, candidate_image_ids. image_id / crop_id null without a candidate."""
+    match = best_of_candidates(pairs, lambda_vlm, lambda_siglip)
     garment_ids = _array(pairs, "garment_id")
     ids = garment_ids.to_numpy(zero_copy_only=False)
     return pa.table(
         {
             "garment_id": garment_ids,
-            "image_id": element(_array(pairs, "candidate_image_ids"), match.index),
+            "image_id": picked_images(pairs, match),
             "crop_id": element(_array(pairs, "candidate_crop_ids"), match.index),
             "s_vlm": pa.array(match.s_vlm, pa.float32()),
             "s_siglip": pa.array(match.s_siglip, pa.float32()),

@@ -13,24 +13,10 @@ import pyarrow.compute as pc
 from core import tiering
 from core.confidence import Confidence
 from core.schemas import PAIRS
-from core.scoring import BestMatch, best_candidate
-from quality.evaluation import element, padded
+from quality.evaluation import best_of_candidates, element, picked_images
 from quality.runs import crop_rows
 
 PICKED = ("image_id", "image_uri", "crop_id", "box", "s_vlm", "s_siglip", "score", "margin")  # what a re-pick sets
-
-
-def best_of_candidates(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float) -> BestMatch:
-    """Each garment's best stored candidate by S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP
-    (`core.scoring.best_candidate`); `index` is its position in the candidate lists."""
-    s_vlm, valid = padded(pairs["candidate_s_vlm"].combine_chunks(), np.nan)
-    s_siglip, _ = padded(pairs["candidate_s_siglip"].combine_chunks(), np.nan)
-    return best_candidate(s_vlm, s_siglip, valid, lambda_vlm, lambda_siglip)
-
-
-def picked_images(pairs: pa.Table, match: BestMatch) -> pa.Array:
-    """The image_id of each garment's `match` (null without a candidate)."""
-    return element(pairs["candidate_image_ids"].combine_chunks(), match.index)
 
 
 def repicked(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, crops_dir: str) -> pa.Table:
