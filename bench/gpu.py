@@ -302,14 +302,11 @@ def decoded_chunks(pool: Executor, rows: dict, chunk: int, decode_cfg, storage, 
         yield pending.popleft().result()
 
 
-def concat(batches: list[dict]) -> dict:
-    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-
-
 def part_fused(args: argparse.Namespace, device: str, workdir: Path) -> dict:
     need("omegaconf", "fused (core.config)")
     need("ultralytics", "fused (the detector)")
     from actors.fused import FusedLookbookModels
+    from core.batches import concat
     from core.config import CONF_DIR, load_config
     from core.schemas import REASON
 

@@ -136,10 +136,6 @@ def slices(batch: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.nda
         yield {k: v[start : start + size] for k, v in batch.items()}
 
 
-def concat(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-
-
 def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) -> dict:
     """The lookbook actors in a plain loop, one process, torch on `threads` threads."""
     import torch
@@ -149,6 +145,7 @@ def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) 
     from actors.detector import CropDetector
     from actors.embedder import CropEmbedder
     from core import arrow, schemas
+    from core.batches import concat
     from core.schemas import REASON
 
     started = time.perf_counter()

@@ -47,3 +47,8 @@ def objects(items: list) -> np.ndarray:
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out
+
+
+def concat(batches: list[Batch]) -> Batch:
+    """One batch of the rows of `batches` (same columns), in order."""
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}

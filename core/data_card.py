@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import yaml
 
 from core.schemas import PAIRS_DIR
-from core.tiering import TIERS, UNMATCHED
+from core.tiering import TIER_ORDER, UNMATCHED
 
 CARD = "README.md"
 LIMITS = (
@@ -66,7 +66,7 @@ def data_card(
         "| tier | pairs | precision [interval] |",
         "|---|---|---|",
     ]
-    for tier in (*TIERS, UNMATCHED):
+    for tier in TIER_ORDER:
         estimate = _interval(precision[tier]) if precision and tier in precision else "not estimated"
         lines.append(f"| {tier} | {tiers.get(tier, 0)} | {estimate if tier != UNMATCHED else '-'} |")
     lines += ["", "## Known limits", "", *(f"- {limit}" for limit in LIMITS), ""]

@@ -12,6 +12,7 @@ import numpy as np
 
 TIERS = ("high", "mid", "low")
 UNMATCHED = "unmatched"
+TIER_ORDER = (*TIERS, UNMATCHED)  # every value of the tier column, best first
 
 Cutoff = tuple[float, str]  # the (score, garment_id) of the last garment inside a tier
 

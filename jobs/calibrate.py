@@ -34,7 +34,7 @@ from core.confidence import Confidence, pair_features
 from core.config import MineConfig, load_config
 from core.data_card import CARD, data_card
 from core.schemas import CROPS_DIR, PAIRS_DIR
-from core.tiering import TIERS, UNMATCHED
+from core.tiering import TIER_ORDER
 from quality import calibration, evaluation
 from quality.labels import from_review, from_truth, label_rows
 from quality.retier import repicked, retiered
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     pq.write_table(pairs, out / PAIRS_DIR / "part-00000.parquet")
     (out / "calibration.json").write_text(json.dumps(settings, indent=2))
     (out / "tiers.yaml").write_text(overlay(settings, dict(cfg.tiers.target_precision)))
-    counts = {t: int((tiers == t).sum()) for t in (*TIERS, UNMATCHED)}
+    counts = {t: int((tiers == t).sum()) for t in TIER_ORDER}
     summary = json.loads((run / "summary.json").read_text())
     interval = f"{1 - 2 * settings['delta']:.0%} Clopper-Pearson interval"
     card = data_card(counts, summary["models"], summary["config_hash"], estimate, f"{how}, {interval}")

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from quality.selection import TIER_ORDER
+from core.tiering import TIER_ORDER
 
 TIER_COLOURS = {"high": "#1b9e77", "mid": "#386cb0", "low": "#e6820e", "unmatched": "#8c8c8c"}
 MAX_CURVE_POINTS = 2000  # the curve is drawn through at most this many of its ranks

@@ -25,9 +25,9 @@ import pyarrow as pa
 from core.config import DecodeConfig
 from core.schemas import PAIRS_DIR
 from core.storage import StorageConfig
+from core.tiering import TIER_ORDER
 from quality import gallery, labels, page, run_files, sections, selection
 from quality.pair_files import PairFiles
-from quality.selection import TIER_ORDER
 from quality.thumbnails import ThumbnailCache
 
 REPORT_DIR, THUMBS_DIR, INDEX_HTML = "report", "thumbs", "index.html"

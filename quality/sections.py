@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.tiering import TIERS
+from core.tiering import TIER_ORDER, TIERS
 from quality import page, plots, run_files
 from quality.evaluation import Proportion, precision_coverage
 from quality.labels import Judged
-from quality.selection import TIER_ORDER
 
 HISTOGRAM_TITLES = {"s_vlm": "S_VLM (s_vlm)", "s_siglip": "S_SigLIP (s_siglip)"}
 CALIBRATION_COLUMNS = ("tier", "target", "cutoff", "labelled", "errors", "precision", "lower_bound", "certified")

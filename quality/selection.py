@@ -10,9 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.tiering import TIERS, UNMATCHED
-
-TIER_ORDER = (*TIERS, UNMATCHED)  # tier codes: 0 high, 1 mid, 2 low, 3 unmatched; -1 anything else
+from core.tiering import TIER_ORDER, TIERS
 
 
 def tier_codes(tiers: pa.Array) -> np.ndarray:

@@ -26,26 +26,21 @@ import pyarrow.parquet as pq
 from core.schemas import PAIRS_DIR
 from core.storage import StorageConfig, join, write_bytes
 from core.tiering import TIERS, UNMATCHED
+from quality.labels import label_rows
 from review.pairs import pairs_source
 from review.store import read_labels
 
 HIGH = TIERS[0]
 PART = "part-00000.parquet"
 WRITER = {"compression": "zstd", "compression_level": 3, "row_group_size": 65536, "use_dictionary": True}
-_SEPARATOR = "\x1f"  # joins garment_id and crop_id into one key (ids never hold it)
-
-
-def _keys(table: pa.Table) -> pa.Array:
-    columns = [pc.fill_null(table[name].combine_chunks(), "") for name in ("garment_id", "crop_id")]
-    return pc.binary_join_element_wise(*columns, _SEPARATOR)
 
 
 def labelled_pairs(pairs: pa.Table, labels: pa.Table, promote: bool) -> pa.Table:
     """`pairs` sorted by (garment_id, crop_id) with `verified` and `mined_tier` (see the module
     docstring); `labels` as `read_labels` returns them."""
     pairs = pairs.sort_by([("garment_id", "ascending"), ("crop_id", "ascending")])
-    position = pc.index_in(_keys(pairs), value_set=_keys(labels))
-    verified = pc.take(labels["verified"].combine_chunks(), position)
+    rows = label_rows(pairs["garment_id"].combine_chunks(), pairs["crop_id"].combine_chunks(), labels)
+    verified = labels["verified"].combine_chunks().take(pa.array(rows, pa.int64(), mask=rows < 0))
     mined = pairs["tier"].combine_chunks()
     tier = mined
     if promote:

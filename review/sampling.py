@@ -31,10 +31,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from core.tiering import TIERS, UNMATCHED
+from core.tiering import TIER_ORDER, TIERS
 from quality.evaluation import Z_95, wilson_interval
 
-TIER_ORDER = (*TIERS, UNMATCHED)  # high, mid, low, unmatched
 UNCERTAIN_HIGH = "uncertain-high"
 STRATIFIED = "stratified"
 ORDERS = (STRATIFIED, UNCERTAIN_HIGH)
