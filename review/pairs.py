@@ -18,10 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from core.config import DecodeConfig, load_config
+from core.config import DecodeConfig
 from core.schemas import CROPS_DIR, PAIRS_DIR
 from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES
+from quality.run_files import decode_limits_of, storage_of
 from quality.runs import crop_rows, run_folder
 
 POPULATION_COLUMNS = ["garment_id", "crop_id", "image_id", "tier", "score", "margin", "confidence"]
@@ -120,7 +121,6 @@ def run_limits(run: str | Path) -> tuple[StorageConfig, DecodeConfig]:
     """The storage allow-list and decode limits the run was mined with (its `config.yaml`), else the
     defaults, whose allow-list admits no local file."""
     folder = run_folder(run)
-    if folder is None or not (folder / "config.yaml").is_file():
+    if folder is None:
         return StorageConfig(), DecodeConfig()
-    cfg = load_config([str(folder / "config.yaml")])
-    return cfg.storage, cfg.decode
+    return storage_of(folder), decode_limits_of(folder)
