@@ -22,7 +22,8 @@ WHOLE_IMAGE_CLASS = -1  # det_class of a crop that is the whole image (no detect
 
 
 class YoloDetector:
-    """ultralytics YOLO: RGB images in, per image (boxes (n, 4) float32 xyxy pixels, scores (n,), classes (n,))."""
+    """ultralytics YOLO: RGB images in, per image (boxes (n, 4) float32 xyxy pixels, scores (n,), classes (n,)).
+    An image's detections do not depend on the other images of its batch."""
 
     def __init__(self, cfg: DetectorConfig, storage: StorageConfig):
         path = resolve("detector", cfg.model, storage, hub=False)
@@ -41,6 +42,7 @@ class YoloDetector:
             imgsz=self.cfg.image_size,
             conf=self.cfg.min_score,
             classes=self.cfg.classes,
+            rect=False,  # every image letterboxed to the square image_size: boxes never depend on the batch
             device=self.device,
             quantize=16 if self.cfg.half and self.device.startswith("cuda") else None,
             verbose=False,

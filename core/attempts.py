@@ -90,10 +90,27 @@ class AttemptLedger:
     `pipeline.stage.attempt_ledger`); state is in memory and dies with the driver.
 
     A finished row is forgotten, so the ledger holds only rows in flight and rows that crashed.
+    It also tallies the seconds each stage's actors took to load (`loaded`), for the job summary.
     """
 
     def __init__(self) -> None:
         self.unfinished: dict[tuple[str, str], int] = {}
+        self.loads: dict[str, dict[str, list[float]]] = {}
+
+    def loaded(self, stage: str, operator: str, seconds: float) -> None:
+        """An actor of `operator` in `stage` finished loading (its constructor) in `seconds`."""
+        self.loads.setdefault(stage, {}).setdefault(operator, []).append(seconds)
+
+    def load_seconds(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per stage and operator: the actors started (restarts included), their load seconds in
+        all and the longest (what the first batch waited for when they started together)."""
+        return {
+            stage: {
+                op: {"actors": len(s), "seconds": round(sum(s), 3), "max_seconds": round(max(s), 3)}
+                for op, s in ops.items()
+            }
+            for stage, ops in self.loads.items()
+        }
 
     def counts(self, stage: str, ids: Sequence[str]) -> list[int]:
         """Unfinished attempts at each row, 0 for rows never started or finished."""

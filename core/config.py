@@ -171,12 +171,12 @@ class ScoringConfig:
 
 @dataclass
 class WorkConfig:
-    """Resumable units of work: each manifest is split into `shards` by id hash; each Ray Data
-    execution processes `shards_per_execution` of them, then commits them. A row whose attempts
+    """Resumable units of work: each manifest is split into `shards` by id hash, each committed as
+    soon as its rows are written (a stage runs all its pending shards in one Ray Data execution,
+    in shard order). A row whose attempts
     kill the worker process `max_attempts` times in an actor stage is quarantined as `worker_crash`."""
 
     shards: int = 64
-    shards_per_execution: int = 8
     max_attempts: int = 3
 
 
@@ -267,8 +267,8 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError(f"captioner.prompts has no prompt for attributes {sorted(missing)}")
     if cfg.embedder.store_dtype not in ("float32", "float16"):
         raise ValueError(f"embedder.store_dtype must be 'float32' or 'float16', got {cfg.embedder.store_dtype!r}")
-    if cfg.work.shards < 1 or cfg.work.shards_per_execution < 1:
-        raise ValueError("work.shards and work.shards_per_execution must be >= 1")
+    if cfg.work.shards < 1:
+        raise ValueError("work.shards must be >= 1")
     if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
         raise ValueError("index.shards and scoring.top_k must be >= 1")
     if cfg.work.max_attempts < 1:

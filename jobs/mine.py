@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from functools import partial
 
+import ray
 from ray.actor import ActorHandle
 from ray.data import Dataset
 
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
             index = index_build.index_run(cfg, crops)
         with timed(seconds, "scoring"):
             scored, garments_processed = score_garments(cfg, ledger, index)
+        load_seconds = ray.get(ledger.load_seconds.remote())
     with timed(seconds, "tiering"):
         tiers = tier_pairs(cfg, scored)
     (crop_rows, lookbook_quarantine), (scored_rows, garment_quarantine) = totals(crops), totals(scored)
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
             "recall_at_10": index.params.get("measured_recall"), "generation": index.generation,
         },
         "seconds": seconds,
+        "load_seconds": load_seconds,
     })  # fmt: skip
 
 

@@ -123,3 +123,16 @@ def claim(output: str, config_hash: str, force: bool, storage: StorageConfig) ->
         if previous != config_hash:
             clear(join(output, COMMITS), storage)
     write_bytes(join(output, RUN), json.dumps({"config_hash": config_hash}).encode(), storage)
+
+
+def sweep(output: str, folder: str, keep: list[str], storage: StorageConfig) -> None:
+    """Delete the files under `output/folder` (a shard's folder) other than `keep` (relative to
+    `output`): what a retried write left that the shard's commit does not name."""
+    fs, root = filesystem(output, storage)
+    path = f"{root}/{folder}"
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return
+    kept = {f"{root}/{name}" for name in keep}
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+        if info.type == pafs.FileType.File and info.path not in kept:
+            fs.delete_file(info.path)

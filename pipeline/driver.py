@@ -82,6 +82,9 @@ def report(cfg: MineConfig, summary: dict) -> dict:
     print("  counts    " + ", ".join(f"{k}={v}" for k, v in summary["counts"].items()))
     print("  tiers     " + ", ".join(f"{t}={summary['tiers'].get(t, 0)}" for t in (*TIERS, UNMATCHED)))
     print("  quarantine " + json.dumps(summary["quarantine"]))
+    for stage, operators in summary.get("load_seconds", {}).items():
+        loads = (f"{op} {o['actors']}x max {o['max_seconds']:.1f}s" for op, o in operators.items())
+        print(f"  loads     {stage}: " + ", ".join(loads))
     for note in summary.get("notes", []):
         print(f"  note      {note}")
     return summary

@@ -1,12 +1,16 @@
-"""The stage executor: runs a job stage over the uncommitted work shards of its manifest, a few
-shards per Ray Data execution, and commits each shard once its output is written."""
+"""The stage executor: runs a job stage over the uncommitted work shards of its manifest in one
+Ray Data execution, and commits each shard once its output is written."""
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+import numpy as np
 import pyarrow as pa
 from ray.actor import ActorHandle
 from ray.data import Dataset
@@ -14,14 +18,15 @@ from ray.data.expressions import col
 
 from core.batches import Batch
 from core.config import MineConfig
-from core.schemas import QUARANTINE_DIR, SHARD
+from core.schemas import SHARD
 from core.storage import join
 from pipeline import commits
 from pipeline.commits import ShardCommit
 from pipeline.progress import ProgressLog, StageProgress, log_interval
-from pipeline.sink import SplitParquetSink
+from pipeline.sink import ShardTables, merge
 from pipeline.stage import AttemptGuard
 
+COMMIT = "commit"  # the column of a write task's result: a shard's ShardCommit as JSON
 Step = Callable[[Dataset, MineConfig, AttemptGuard], Dataset]  # one operator (or a few) of a pipeline
 
 
@@ -43,35 +48,67 @@ def run_in_shards(
     stage: ShardedStage, manifest: Dataset, inputs: list[str], cfg: MineConfig, ledger: ActorHandle
 ) -> tuple[dict[int, ShardCommit], int]:
     """Run the stage's steps over the manifest's work shards that are not committed from the same
-    `inputs` (a digest per shard, `manifests.shard_digests`), `work.shards_per_execution` at a
-    time, under an attempt guard on `ledger`: clear each shard's earlier files, write, then commit
-    (with a progress line in the log every `progress_interval_s`). Returns every committed shard
-    of the stage and how many this call processed."""
+    `inputs` (a digest per shard, `manifests.shard_digests`), under an attempt guard on `ledger`,
+    and commit each shard as soon as its last rows are written: clear the pending shards' earlier
+    files, then run one Ray Data execution, so each actor pool starts (and loads its models) once
+    per stage. Its rows are sorted by shard and its blocks kept in order, so the first written
+    block of a later shard tells that every earlier one is complete. Before a commit, files in the
+    shard's folders that the commit does not name (left by a retried write) are deleted. A
+    progress line goes to the log every `progress_interval_s`. Returns every committed shard of
+    the stage and how many this call processed."""
     guard = AttemptGuard(ledger, stage.name, cfg.work.max_attempts)
     committed = commits.committed(cfg.output, stage.name, cfg.work.shards, cfg.storage)
     done = {k: shard for k, shard in committed.items() if shard.inputs == inputs[k]}
     pending = [k for k in range(cfg.work.shards) if k not in done]
+    tables = ShardTables(cfg.output, stage.table, stage.schema, stage.name, *stage.ids, cfg.storage)
+    folders = (stage.table, tables.quarantine)
     interval = log_interval(cfg.progress_interval_s, cfg.progress, sys.stdout.isatty())
     with ProgressLog(StageProgress(stage.name, cfg.work.shards, len(done)), interval) as progress:
-        for start in range(0, len(pending), cfg.work.shards_per_execution):
-            group = pending[start : start + cfg.work.shards_per_execution]
-            for shard in group:
-                for folder in (stage.table, f"{QUARANTINE_DIR}/{stage.name}"):
-                    commits.clear(join(cfg.output, commits.shard_dir(folder, shard)), cfg.storage)
-            sink = SplitParquetSink(cfg.output, stage.table, stage.schema, stage.name, *stage.ids, cfg.storage)
-            progress.shards_running = len(group)
-            ds = manifest.filter(expr=col(SHARD).is_in(group))
-            for step in stage.steps:
-                ds = step(ds, cfg, guard)
-            ds.write_datasink(sink)
-            for shard in group:
-                done[shard] = sink.shards.get(shard, ShardCommit())
+        if not pending:
+            return done, 0
+        for shard in pending:
+            for folder in folders:
+                commits.clear(join(cfg.output, commits.shard_dir(folder, shard)), cfg.storage)
+        written: dict[int, ShardCommit] = {}
+        unfinished = collections.deque(pending)
+
+        def commit_through(last: int) -> None:
+            """Commit every pending shard up to `last`, in order: all their rows are written."""
+            while unfinished and unfinished[0] <= last:
+                shard = unfinished.popleft()
+                done[shard] = written.pop(shard, ShardCommit())
                 done[shard].inputs = inputs[shard]
+                for folder in folders:
+                    commits.sweep(cfg.output, commits.shard_dir(folder, shard), done[shard].files, cfg.storage)
                 commits.commit(cfg.output, stage.name, shard, done[shard], cfg.storage)
                 progress.rows += done[shard].rows
                 progress.quarantined += sum(done[shard].quarantined.values())
-            progress.shards_done, progress.shards_running = len(done), 0
-            print(
-                f"[lookbook-miner] {stage.name}: committed shards {group} ({len(done)}/{cfg.work.shards})", flush=True
-            )
+                progress.shards_done, progress.shards_running = len(done), len(unfinished)
+                print(
+                    f"[lookbook-miner] {stage.name}: committed shard {shard} ({len(done)}/{cfg.work.shards})",
+                    flush=True,
+                )
+
+        progress.shards_running = len(pending)
+        ds = manifest.filter(expr=col(SHARD).is_in(pending)).sort(SHARD)
+        for step in stage.steps:
+            ds = step(ds, cfg, guard)
+        ds = ds.map_batches(write_parts, fn_kwargs={"tables": tables}, batch_size=None, batch_format="numpy")
+        ds.context.execution_options.preserve_order = True
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            per_shard = {int(k): ShardCommit(**json.loads(c)) for k, c in zip(batch[SHARD], batch[COMMIT])}
+            merge(written, per_shard)
+            commit_through(max(per_shard, default=-1) - 1)
+        commit_through(cfg.work.shards)
     return done, len(pending)
+
+
+def write_parts(batch: Batch, tables: ShardTables) -> Batch:
+    """Write one block's rows (`ShardTables.write`) to a file per shard named by a digest of its
+    row ids (a retried task rewrites the same files); per shard, its commit counts as JSON."""
+    digest = hashlib.blake2b("\n".join(map(str, batch[tables.id_column])).encode(), digest_size=8).hexdigest()
+    per_shard = tables.write([batch], f"part-{digest}")
+    return {
+        SHARD: np.array(list(per_shard), dtype=np.int32),
+        COMMIT: np.array([json.dumps(asdict(c)) for c in per_shard.values()], dtype=object),
+    }

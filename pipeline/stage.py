@@ -84,7 +84,8 @@ class ActorStage:
     model on quarantined rows). Rows are in flight in the ledger during their call. The output is
     the actor's outputs of these calls, concatenated; it is counted under `counters` (see
     `metrics.record_batch`), and its seconds per step are the actor's own (its `timer`; the
-    whole call as `forward` for an actor without one) plus `ledger`.
+    whole call as `forward` for an actor without one) plus `ledger`. Its construction (the model
+    loads) is timed and reported to the ledger (`AttemptLedger.loaded`).
     """
 
     actor_class: ClassVar[type]
@@ -95,7 +96,9 @@ class ActorStage:
         self.ledger, self.max_attempts = LedgerClient(guard.ledger, self.timer), guard.max_attempts
         self.scope, self.counters = guard.scope, tuple(counters)
         self.ledger_scope = f"{guard.scope}/{self.operator}"
+        start = time.perf_counter()
         self.inner = self.actor_class(**constructor_kwargs)
+        ray.get(guard.ledger.loaded.remote(guard.scope, self.operator, time.perf_counter() - start))
 
     def __call__(self, batch: Batch) -> Batch:
         ids = row_ids(batch)

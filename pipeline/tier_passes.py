@@ -19,7 +19,7 @@ from core.schemas import GARMENT_IDS, PAIRS, PAIRS_DIR, SCORED_DIR, TIERING
 from core.storage import filesystem, join
 from pipeline import commits, metrics
 from pipeline.commits import ShardCommit
-from pipeline.sink import SplitParquetSink
+from pipeline.sink import ShardTables, SplitParquetSink
 
 
 def score_range(scoring: ScoringConfig) -> tuple[float, float]:
@@ -101,9 +101,10 @@ def tier_pairs(cfg: MineConfig, scored: dict[int, ShardCommit]) -> ShardCommit:
     fs = filesystem(cfg.output, cfg.storage)[0]
     scored = ray.data.read_parquet([filesystem(f, cfg.storage)[1] for f in files], filesystem=fs, partitioning=None)
     cutoffs = count_cutoffs(scored, cfg.tiers, cfg.scoring) if cfg.tiers.mode == "count" else None
-    sink = SplitParquetSink(
+    tables = ShardTables(
         cfg.output, PAIRS_DIR, PAIRS, TIERING, *GARMENT_IDS, cfg.storage, count_by="tier", value_metric=metrics.PAIRS
     )
+    sink = SplitParquetSink(tables)
     kwargs = {"cfg": cfg.tiers, "cutoffs": cutoffs}
     scored.map_batches(assign, fn_kwargs=kwargs, batch_format="pyarrow").write_datasink(sink)
     return sink.shards.get(0, ShardCommit())

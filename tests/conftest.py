@@ -37,15 +37,12 @@ def sample(tmp_path_factory, vocab):
 
 @pytest.fixture(scope="session")
 def model_overrides(tiny_models, tmp_path_factory) -> list[str]:
-    """Command-line overrides that point the demo config at the session's tiny models, with one Ray
-    Data execution per stage: each execution starts its actors afresh (torch imports, model loads),
-    which is most of a test job's time on 2 cores. Tests of several executions set their own."""
+    """Command-line overrides that point the demo config at the session's tiny models."""
     return [
         str(CONF_DIR / "demo.yaml"),
         f"embedder.model.spec={tiny_models['siglip']}",
         f"captioner.model.spec={tiny_models['blip']}",
         "progress=false",
-        "work.shards_per_execution=4",
         f"storage.allowed_local_roots=[{tmp_path_factory.getbasetemp()}]",  # the samples, inputs and outputs
         f"index.local_cache={tmp_path_factory.getbasetemp() / 'index-cache'}",  # copies of remote index shards
     ]

@@ -55,6 +55,16 @@ def test_yolo_finds_the_people_in_real_photos(detector):
         assert (scores >= 0.25).all()
 
 
+def test_detections_do_not_depend_on_the_batch(detector):
+    """ultralytics pads a batch of same-shaped images less than a mixed one (its `rect` default):
+    a resumed run, batching other images together, would cut other crops."""
+    bus, zidane = (decoded_batch([str(ASSETS / name)])["image"][0] for name in ("bus.jpg", "zidane.jpg"))
+    alone = detector.detector([bus])[0]
+    for batch in ([bus, bus], [bus, zidane]):
+        for got, expected in zip(detector.detector(batch)[0], alone):
+            np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
 def test_crop_rows_keep_ids_boxes_and_pass_quarantined_rows(detector):
     batch = decoded_batch([str(ASSETS / "bus.jpg"), "/nonexistent/x.jpg"])
     out = detector(batch)

@@ -86,3 +86,13 @@ def test_local_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     write_bytes(str(tmp_path / "a" / "marker.json"), b"{}", STORAGE)
     assert events == ["fsync", "rename", "fsync"]  # the file, then its folder
     assert (tmp_path / "a" / "marker.json").read_bytes() == b"{}"
+
+
+def test_sweep_keeps_exactly_the_files_a_commit_names(tmp_path):
+    """What a retried write left in a shard's folder goes before the shard is committed."""
+    names = ["crops/shard=00001/part-a.parquet", "crops/shard=00001/part-b.parquet", "crops/shard=00002/part-c.parquet"]
+    for name in names:
+        write_bytes(str(tmp_path / name), b"x", STORAGE)
+    commits.sweep(str(tmp_path), "crops/shard=00001", names[:1], STORAGE)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.parquet")) == [names[0], names[2]]
+    commits.sweep(str(tmp_path), "crops/shard=00009", [], STORAGE)  # no folder: nothing to do

@@ -192,6 +192,12 @@ def test_summary_names_models_and_counts(run, inputs):
     assert counts["lookbook_images"] == pq.read_table(inputs["lookbook"]).num_rows
     assert counts["garments"] == counts["garments_scored"] + 2  # g_corrupt and g_gs are quarantined
     assert set(summary["seconds"]) == {"validate", "lookbook", "index", "scoring", "tiering"}
+    # one Ray Data execution per stage over its 4 work shards: each pool of one actor loaded once
+    lookbook, garments = summary["load_seconds"]["lookbook"], summary["load_seconds"]["garments"]
+    assert set(lookbook) == {"CropDetector", "CropEmbedder", "CropDescriber"}
+    assert set(garments) == {"CropEmbedder", "CropDescriber", "IndexShard000", "IndexShard001"}
+    for load in (*lookbook.values(), *garments.values()):
+        assert load["actors"] == 1 and load["max_seconds"] == load["seconds"] >= 0
     index = summary["index"]  # a few hundred crops: exact search in the two shards of conf/demo.yaml
     assert (index["type"], index["shards"], index["nprobe"], index["recall_at_10"]) == ("Flat", 2, 0, 1.0)
 

@@ -21,7 +21,7 @@ from jobs.mine import decode
 from pipeline import tier_passes
 from pipeline.commits import shard_of
 from pipeline.manifests import ManifestError, check_unique_ids, read_manifest
-from pipeline.sink import SplitParquetSink
+from pipeline.sink import ShardTables, SplitParquetSink
 from pipeline.stage import AttemptGuard, attempt_ledger, map_actors
 
 pytestmark = pytest.mark.ray
@@ -134,7 +134,7 @@ def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray,
     pool = PoolConfig(batch_size=8, num_cpus=0.25)
     log = tmp_path / "calls.log"
     schema = pa.schema([("image_id", pa.string()), ("uri", pa.string())])
-    sink = SplitParquetSink(str(tmp_path), "out", lambda b: schema, "test", "image_id", "uri", STORAGE)
+    sink = SplitParquetSink(ShardTables(str(tmp_path), "out", lambda b: schema, "test", "image_id", "uri", STORAGE))
     with attempt_ledger() as ledger:
         guard = AttemptGuard(ledger, "test", max_attempts)
         ds = map_actors(ray.data.from_items(rows), PoisonStage, pool, guard, poison=poison, log=str(log))

@@ -3,6 +3,7 @@ equal those of an uninterrupted run; a changed config is refused."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -48,7 +50,11 @@ def args(sample, model_overrides):
         f"lookbook={sample.lookbook_path}",
         f"garments={sample.garments_path}",
         f"work.shards={SHARDS}",
-        "work.shards_per_execution=2",  # two executions per stage: a commit between them
+        # one actor reads, detects, embeds and describes in row order, so the first shards are
+        # committed while the last one is still running (separate pools start one after another
+        # and, on these tiny models, then finish every shard within milliseconds)
+        "fusion.lookbook=true",
+        "fusion.decode=true",
     ]
 
 
@@ -73,13 +79,19 @@ def test_rerun_skips_everything_and_changes_nothing(clean_run, args):
 def test_lost_shards_are_redone_and_stale_files_dropped(clean_run, args):
     output, first, before = clean_run
     storage = load_config([*args, f"output={output}"]).storage
-    (output / commits.marker("", "lookbook", 2).lstrip("/")).unlink()  # as if preempted before commit
+    lost = output / commits.marker("", "lookbook", 2).lstrip("/")
+    files_before = json.loads(lost.read_text())["files"]
+    lost.unlink()  # as if preempted before commit
     (output / commits.marker("", "garments", 1).lstrip("/")).unlink()
     stale = output / schemas.CROPS_DIR / "shard=00002" / "part-999999.parquet"
     stale.write_bytes(b"half-written")
     again = mine.main([*args, f"output={output}"])
-    # the redone lookbook shard rewrote crop files: the index changed, so every garment is scored again
-    assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": 1, "garments_processed": SHARDS}
+    # files are named by their rows' ids: when the redone lookbook shard's blocks split as before, it
+    # rewrote the same files and the index is kept; otherwise the index changed and every garment
+    # is scored again
+    same_files = json.loads(lost.read_text())["files"] == files_before
+    garments = 1 if same_files else SHARDS
+    assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": 1, "garments_processed": garments}
     assert not stale.exists()
     assert again["counts"] == first["counts"]
     assert_same_pairs(pairs(output), before)  # the redone shards ran in other batches than in the first run
@@ -97,13 +109,20 @@ def test_changed_config_is_refused(clean_run, args):
 
 def test_killed_driver_resumes_then_rows_added_to_the_manifest_are_mined(args, sample, clean_run, tmp_path):
     """A real driver process (with its own local Ray) is killed after its first commit; the rerun
-    processes only the shards that were not committed. Then rows are appended to the manifest
-    (#13, item 6: they were skipped, their shards being committed, while summary.json looked
-    complete): the next run mines the shards they fall in, keeps the others, scores every garment
-    again against the new index, and ends with the reference run's pairs."""
+    processes only the shards that were not committed. The killed run's last shard holds extra
+    rows, so that it is still running when the earlier shards are committed (a stage commits
+    each shard as it finishes, in shard order). Then the extra rows are removed and rows are
+    appended to the manifest (#13, item 6: they were skipped, their shards being committed, while
+    summary.json looked complete): the next run mines the shards that changed, keeps the others,
+    scores every garment again against the new index, and ends with the reference run's pairs."""
     table = pq.read_table(sample.lookbook_path)
     manifest, output = tmp_path / "lookbook.parquet", tmp_path / "out"
-    pq.write_table(table.slice(0, table.num_rows - 3), manifest)
+    last = SHARDS - 1
+    ids = np.array([f"extra{i:04d}" for i in range(400)], dtype=object)
+    extra_ids = ids[commits.shard_of(ids, SHARDS) == last][:60].tolist()
+    uris = table["uri"].to_pylist()
+    extra = pa.table({"image_id": extra_ids, "uri": [uris[i % len(uris)] for i in range(len(extra_ids))]})
+    pq.write_table(pa.concat_tables([table.slice(0, table.num_rows - 3), extra.cast(table.schema)]), manifest)
     run = [*args, f"lookbook={manifest}", f"output={output}"]
     driver = subprocess.Popen(
         [sys.executable, "-m", "jobs.mine", *run],
@@ -113,23 +132,24 @@ def test_killed_driver_resumes_then_rows_added_to_the_manifest_are_mined(args, s
         stderr=subprocess.DEVNULL,
     )
     markers = output / commits.COMMITS / "lookbook"
+    written = lambda: list(markers.glob("shard-*.json")) if markers.exists() else []  # noqa: E731 (not the temporary files)
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (markers.exists() and any(markers.iterdir())):
+        while time.monotonic() < deadline and not written():
             assert driver.poll() is None, "the driver ended before committing a shard"
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         driver.wait()
-    committed_before = len(list(markers.iterdir()))
+    committed_before = len(written())
     assert 1 <= committed_before < SHARDS
     resumed = mine.main(run)
     assert resumed["work_shards"]["lookbook_processed"] == SHARDS - committed_before
 
-    pq.write_table(table, manifest)  # three rows appended
+    pq.write_table(table, manifest)  # the extra rows removed, three rows appended
     again = mine.main(run)
     added = table["image_id"].to_pylist()[-3:]
-    changed = set(commits.shard_of(np.array(added, dtype=object), SHARDS).tolist())
+    changed = set(commits.shard_of(np.array(added, dtype=object), SHARDS).tolist()) | {last}
     assert again["work_shards"] == {"total": SHARDS, "lookbook_processed": len(changed), "garments_processed": SHARDS}
     assert again["counts"]["lookbook_images"] == table.num_rows
     crops = pq.read_table(output / schemas.CROPS_DIR, partitioning=None)
