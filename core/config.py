@@ -55,7 +55,10 @@ class PoolConfig:
 class DecodeConfig:
     """Image read and decode limits, applied before and during decoding. Each decode task reads
     at most `rows_per_task` manifest rows, so the decoded images one task puts in the object
-    store stay bounded (about rows_per_task x 1 MB at 640x480) however large a work shard is."""
+    store stay bounded (about rows_per_task x 1 MB at 640x480) however large a work shard is.
+    `device` empty decodes with Pillow on the host; a torch device (`cuda`, `cpu`) decodes JPEGs
+    in batches with torchvision there (`actors.decoder`): `cuda` only in the fused actor
+    (`fusion.decode`), which holds the GPU."""
 
     max_bytes: int = 50_000_000
     max_pixels: int = 89_478_485
@@ -65,6 +68,7 @@ class DecodeConfig:
     batch_size: int = 16
     rows_per_task: int = 64
     num_cpus: float = 1.0
+    device: str = ""
 
 
 @dataclass
@@ -267,6 +271,8 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError(f"captioner.prompts has no prompt for attributes {sorted(missing)}")
     if cfg.embedder.store_dtype not in ("float32", "float16"):
         raise ValueError(f"embedder.store_dtype must be 'float32' or 'float16', got {cfg.embedder.store_dtype!r}")
+    if cfg.decode.device.startswith("cuda") and not (cfg.fusion.lookbook and cfg.fusion.decode):
+        raise ValueError("decode.device 'cuda' decodes in the fused actor: set fusion.lookbook and fusion.decode")
     if cfg.work.shards < 1:
         raise ValueError("work.shards must be >= 1")
     if cfg.index.shards < 1 or cfg.scoring.top_k < 1:

@@ -64,11 +64,21 @@ EXIF_ORIENTATION = 0x0112
 SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image a quarter
 
 
-def decode(data: bytes, limits: DecodeConfig) -> Decoded:
-    """Decode `data` within `limits`: only the parsers of `limits.formats` run, the declared pixel
-    count is checked before decoding (decompression bombs; `max_pixels` is the one limit, Pillow's
-    own is off), truncated files are refused, and the minimum side is enforced. EXIF
-    orientation is applied; 16-bit grey levels are scaled to 8 bits, not clipped."""
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says, once it passed the checks before decoding: the opened (not yet
+    decoded) Pillow image, and the upright original size (EXIF orientation applied)."""
+
+    image: Image.Image
+    width: int
+    height: int
+
+
+def inspect(data: bytes, limits: DecodeConfig) -> Header | Decoded:
+    """Open `data` and check its header within `limits`, without decoding pixels: only the parsers
+    of `limits.formats` run, and the declared pixel count (decompression bombs; `max_pixels` is
+    the one limit, Pillow's own is off) and the minimum side are checked. A failed Decoded when
+    the file is refused."""
     if not data:
         return failed(DECODE_ERROR, "empty file (0 bytes)")
     Image.MAX_IMAGE_PIXELS = None  # Pillow's check, at the same point as the one below, would add a second limit
@@ -81,13 +91,26 @@ def decode(data: bytes, limits: DecodeConfig) -> Decoded:
             return failed(TOO_SMALL, f"{width}x{height} has a side < {limits.min_side}")
         if image.getexif().get(EXIF_ORIENTATION, 1) in SWAPS_SIDES:
             width, height = height, width
-        image.draft("RGB", fitted_size(image.size, limits.max_side))
-        image = _rgb(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         found = next((name for magic, name in MAGIC.items() if data.startswith(magic)), None)
         if found and found not in limits.formats:
             return failed(UNSUPPORTED_FORMAT, f"format {found} is not in {limits.formats}")
         return failed(DECODE_ERROR, f"not an image of the formats {limits.formats}")
+    except Exception as exc:  # any parser failure (plugins raise their own types) is a bad file
+        return failed(DECODE_ERROR, f"{type(exc).__name__}: {exc}")
+    return Header(image, width, height)
+
+
+def decode(data: bytes, limits: DecodeConfig) -> Decoded:
+    """Decode `data` within `limits` (the checks of `inspect`), with Pillow: truncated files are
+    refused, EXIF orientation is applied, 16-bit grey levels are scaled to 8 bits, not clipped."""
+    header = inspect(data, limits)
+    if isinstance(header, Decoded):
+        return header
+    image, width, height = header.image, header.width, header.height
+    try:
+        image.draft("RGB", fitted_size(image.size, limits.max_side))
+        image = _rgb(ImageOps.exif_transpose(image))
     except Exception as exc:  # any decoder failure (plugins raise their own types) is a bad file
         return failed(DECODE_ERROR, f"{type(exc).__name__}: {exc}")
     fitted = fitted_size((width, height), limits.max_side)  # from the original: as a full decode gives it

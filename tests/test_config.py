@@ -99,6 +99,7 @@ def test_unknown_key_is_an_error() -> None:
         ("detector.no_detection=drop", "detector.no_detection"),
         ("index.shards=0", "index.shards"),
         ("scoring.top_k=0", "top_k"),
+        ("decode.device=cuda", "fusion.decode"),  # decode tasks hold no GPU: only the fused actor does
     ],
 )
 def test_validate_errors_from_overrides(override: str, message: str) -> None:
