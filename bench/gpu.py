@@ -17,6 +17,8 @@ Parts, each timed after a warm-up, CUDA synchronised around the timed loop:
   full-size SigLIP-B/16 (both towers, text 64 tokens, random weights, written to a temporary folder) and
   YOLOv8n from its yaml at 640 px (random weights; `detector.min_score` 0, so each image gives up to
   `detector.max_crops` crops: the most embedding work per image). images/s = rows / wall seconds of the loop.
+  Then the same rows with `decode.device` set to the device: the actor reads its rows and decodes the JPEGs
+  in batches with torchvision (nvJPEG on a GPU), no decode workers (`fused_device_decode_images_per_s`).
 - `faiss`: with a GPU build of faiss, the index `core.index_plan` picks for 1e6 x 768 float16 embeddings
   (IVF4096,SQfp16), trained on its training sample, filled, then `--queries` searches at nprobe 64, k 20.
 
@@ -33,7 +35,8 @@ raises prints `failed <part>: ...` and the run exits 1 after the summary. Nothin
 HF_HUB_OFFLINE). `--dry-run`: tiny sizes on CPU, seconds on 2 cores (tests/test_bench_gpu.py).
 
 The last line printed is `gpu: device=... siglip_crops_per_s=... siglip_batch=... yolov8n_images_per_s=...
-yolov8s_images_per_s=... fused_images_per_s=... fused_crops_per_s=... faiss_queries_per_s=... total_s=...
+yolov8s_images_per_s=... fused_device_decode_images_per_s=... fused_images_per_s=... fused_crops_per_s=...
+faiss_queries_per_s=... total_s=...
 skipped=...` (`failed=...` too when a part raised).
 """
 
@@ -377,13 +380,36 @@ def part_fused(args: argparse.Namespace, device: str, workdir: Path) -> dict:
         }
     print("waiting: seconds the loop waited for decoded images (decode is the bottleneck when it is large)")
     best = max(figures, key=lambda w: figures[w]["images_per_s"])
+    on_device = device_decode_rate(cfg, rows, batch_size, device)
+    print(f"{0:7d} {'device':>7s} {args.images:7d} {'':7s} {args.images / on_device:8.2f} {on_device:9.1f}"
+          f"  (decode.device={device}: JPEGs decoded in the actor, batched, by torchvision)")  # fmt: skip
     return {
+        "fused_device_decode_images_per_s": round(on_device, 1),
         "fused_images_per_s": round(figures[best]["images_per_s"], 1),
         "fused_crops_per_s": round(figures[best]["crops_per_s"], 1),
         "fused_crops_per_image": round(figures[best]["crops_per_image"], 2),
         "fused_decode_workers": best,
         "fused_batch": batch_size,
     }
+
+
+def device_decode_rate(cfg, rows: dict, batch_size: int, device: str) -> float:
+    """Images/s of the fused actor reading and decoding its rows itself with `decode.device`
+    (`actors.decoder.decode_on_device`), with no decode workers."""
+    from dataclasses import replace
+
+    from actors.fused import FusedLookbookModels
+
+    decode = replace(cfg.decode, device=device)
+    actor = FusedLookbookModels(cfg.detector, cfg.embedder, cfg.captioner, cfg.storage, cfg.vocab, decode=decode)
+    batches = [{k: v[i : i + batch_size] for k, v in rows.items()} for i in range(0, len(rows["uri"]), batch_size)]
+    actor({k: v.copy() for k, v in batches[0].items()})  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    for batch in batches:
+        actor({k: v.copy() for k, v in batch.items()})
+    sync(device)
+    return len(rows["uri"]) / (time.perf_counter() - start)
 
 
 def part_faiss(args: argparse.Namespace, device: str, workdir: Path) -> dict:

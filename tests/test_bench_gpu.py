@@ -34,7 +34,7 @@ def test_dry_run_reports_every_part(offline, capsys, tmp_path):
     expected = {
         "siglip": ["siglip_crops_per_s"],
         "yolo": ["yolov8n_images_per_s", "yolov8s_images_per_s"],
-        "fused": ["fused_images_per_s", "fused_crops_per_s"],
+        "fused": ["fused_images_per_s", "fused_crops_per_s", "fused_device_decode_images_per_s"],
         "faiss": ["faiss_queries_per_s"],  # its train and add seconds may round to 0.0 at the tiny size
     }
     needs = {"yolo": "ultralytics", "fused": "ultralytics", "faiss": "faiss"}
