@@ -90,7 +90,7 @@ def run_in_shards(
                 )
 
         progress.shards_running = len(pending)
-        ds = manifest.filter(expr=col(SHARD).is_in(pending)).sort(SHARD)
+        ds = manifest.filter(expr=col(SHARD).is_in(pending)).sort(SHARD, boundaries=pending[1:])  # a block a shard
         for step in stage.steps:
             ds = step(ds, cfg, guard)
         ds = ds.map_batches(write_parts, fn_kwargs={"tables": tables}, batch_size=None, batch_format="numpy")
