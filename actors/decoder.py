@@ -51,7 +51,7 @@ def decode_on_device(files: list[bytes | Decoded], cfg: DecodeConfig, device: st
     that pass `inspect` in one batched `torchvision.io.decode_jpeg` call on `device`, then resized
     there (bilinear, antialiased) to the same fitted size. When the batch call fails, each of its
     files is decoded by Pillow instead."""
-    import torch
+    import torch  # here, not at the top: Pillow's decode tasks never pay torch's import
     from torchvision.io import ImageReadMode, decode_jpeg
 
     out: list[Decoded | None] = [f if isinstance(f, Decoded) else None for f in files]
