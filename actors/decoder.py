@@ -21,6 +21,7 @@ from core.images import (
     Decoded,
     Header,
     decode,
+    decode_header,
     failed,
     fitted_size,
     inspect,
@@ -54,14 +55,11 @@ def decode_on_device(files: list[bytes | Decoded], cfg: DecodeConfig, device: st
     import torch  # here, not at the top: Pillow's decode tasks never pay torch's import
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    out: list[Decoded | None] = [f if isinstance(f, Decoded) else None for f in files]
-    headers = {k: inspect(f, cfg) for k, f in enumerate(files) if not isinstance(f, Decoded)}
-    for k, header in headers.items():
-        if isinstance(header, Decoded):
-            out[k] = header
+    checked = [f if isinstance(f, Decoded) else inspect(f, cfg) for f in files]
+    out: list[Decoded | None] = [c if isinstance(c, Decoded) else None for c in checked]
     jpegs = [
         k
-        for k, h in headers.items()
+        for k, h in enumerate(checked)
         if isinstance(h, Header) and h.image.format == "JPEG" and h.image.mode in DEVICE_MODES
         and files[k].rstrip(b"\x00").endswith(JPEG_END)
     ]  # fmt: skip
@@ -72,8 +70,8 @@ def decode_on_device(files: list[bytes | Decoded], cfg: DecodeConfig, device: st
         except RuntimeError:  # one bad file fails the batch
             images = []
         for k, image in zip(jpegs, images):
-            out[k] = _fitted(image, headers[k], cfg.max_side)
-    return [d if d is not None else decode(files[k], cfg) for k, d in enumerate(out)]
+            out[k] = _fitted(image, checked[k], cfg.max_side)
+    return [d if d is not None else decode_header(checked[k], cfg) for k, d in enumerate(out)]
 
 
 def _fitted(image, header: Header, max_side: int) -> Decoded | None:

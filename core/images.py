@@ -102,11 +102,14 @@ def inspect(data: bytes, limits: DecodeConfig) -> Header | Decoded:
 
 
 def decode(data: bytes, limits: DecodeConfig) -> Decoded:
-    """Decode `data` within `limits` (the checks of `inspect`), with Pillow: truncated files are
-    refused, EXIF orientation is applied, 16-bit grey levels are scaled to 8 bits, not clipped."""
+    """Decode `data` within `limits` (the checks of `inspect`), with Pillow (`decode_header`)."""
     header = inspect(data, limits)
-    if isinstance(header, Decoded):
-        return header
+    return header if isinstance(header, Decoded) else decode_header(header, limits)
+
+
+def decode_header(header: Header, limits: DecodeConfig) -> Decoded:
+    """Decode the pixels of a file that passed `inspect`, with Pillow: truncated files are refused,
+    EXIF orientation is applied, 16-bit grey levels are scaled to 8 bits, not clipped."""
     image, width, height = header.image, header.width, header.height
     try:
         image.draft("RGB", fitted_size(image.size, limits.max_side))
