@@ -2,7 +2,8 @@
 
 A shard's output files are written first; its marker `_commits/<stage>/shard-NNNNN.json` is
 written last, in one atomic write (a rename locally, a single PUT on S3). Readers and reruns trust
-the markers: a shard with a marker is done and skipped; a shard without one is cleared and redone.
+the markers: a shard with a marker is done and skipped; a shard without one is redone, and the
+files in its folders that its new commit does not name are deleted before that commit (`sweep`).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def shard_files(output: str, done: dict[int, ShardCommit], folder: str) -> list[
 
 
 def clear(uri: str, storage: StorageConfig) -> None:
-    """Delete a folder and everything under it, if it exists (a shard's partial output)."""
+    """Delete a folder and everything under it, if it exists."""
     fs, path = filesystem(uri, storage)
     if fs.get_file_info(path).type == pafs.FileType.Directory:
         fs.delete_dir(path)

@@ -19,7 +19,6 @@ from ray.data.expressions import col
 from core.batches import Batch
 from core.config import MineConfig
 from core.schemas import SHARD
-from core.storage import join
 from pipeline import commits
 from pipeline.commits import ShardCommit
 from pipeline.progress import ProgressLog, StageProgress, log_interval
@@ -49,11 +48,11 @@ def run_in_shards(
 ) -> tuple[dict[int, ShardCommit], int]:
     """Run the stage's steps over the manifest's work shards that are not committed from the same
     `inputs` (a digest per shard, `manifests.shard_digests`), under an attempt guard on `ledger`,
-    and commit each shard as soon as its last rows are written: clear the pending shards' earlier
-    files, then run one Ray Data execution, so each actor pool starts (and loads its models) once
-    per stage. Its rows are sorted by shard and its blocks kept in order, so the first written
-    block of a later shard tells that every earlier one is complete. Before a commit, files in the
-    shard's folders that the commit does not name (left by a retried write) are deleted. A
+    and commit each shard as soon as its last rows are written, all in one Ray Data execution, so
+    each actor pool starts (and loads its models) once per stage. Its rows are sorted by shard and
+    its blocks kept in order, so the first written block of a later shard tells that every earlier
+    one is complete. Before a commit, files in the shard's folders that the commit does not name
+    (an earlier run's, or left by a retried write) are deleted. A
     progress line goes to the log every `progress_interval_s`. Returns every committed shard of
     the stage and how many this call processed."""
     guard = AttemptGuard(ledger, stage.name, cfg.work.max_attempts)
@@ -66,9 +65,6 @@ def run_in_shards(
     with ProgressLog(StageProgress(stage.name, cfg.work.shards, len(done)), interval) as progress:
         if not pending:
             return done, 0
-        for shard in pending:
-            for folder in folders:
-                commits.clear(join(cfg.output, commits.shard_dir(folder, shard)), cfg.storage)
         written: dict[int, ShardCommit] = {}
         unfinished = collections.deque(pending)
 
