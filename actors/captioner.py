@@ -19,6 +19,7 @@ from actors.embedder import SiglipModelWrapper
 from core.batches import Batch, good_rows, objects, scatter
 from core.config import CaptionerConfig, EmbedderConfig
 from core.models import load_pretrained, load_weights, resolve, torch_device
+from core.pixels import as_array
 from core.steps import FORWARD, POSTPROCESS, PREPROCESS, StepTimer
 from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES, UNKNOWN, attributes_from_text, caption, prompts
@@ -53,10 +54,12 @@ class GenerativeCaptioner:
         self.max_new_tokens = cfg.max_new_tokens
 
     @torch.inference_mode()
-    def __call__(self, images: list[np.ndarray]) -> list[str]:
+    def __call__(self, images: list[np.ndarray | torch.Tensor]) -> list[str]:
         with self.timer(PREPROCESS):
             inputs = self.processor(
-                images=[Image.fromarray(i) for i in images], text=[self.prompt] * len(images), return_tensors="pt"
+                images=[Image.fromarray(as_array(i)) for i in images],
+                text=[self.prompt] * len(images),
+                return_tensors="pt",
             ).to(self.device)
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)

@@ -26,6 +26,7 @@ from core.images import (
     fitted_size,
     inspect,
 )
+from core.pixels import as_array
 from core.schemas import ERROR, REASON
 from core.storage import StorageConfig, TooLargeError, forbidden, read_bytes
 
@@ -50,8 +51,8 @@ def read(row_id: str, uri: str, cfg: DecodeConfig, storage: StorageConfig) -> by
 def decode_on_device(files: list[bytes | Decoded], cfg: DecodeConfig, device: str) -> list[Decoded]:
     """Decode each file (bytes; a Decoded passes through) as `core.images.decode` does, the JPEGs
     that pass `inspect` in one batched `torchvision.io.decode_jpeg` call on `device`, then resized
-    there (bilinear, antialiased) to the same fitted size. When the batch call fails, each of its
-    files is decoded by Pillow instead."""
+    there (bilinear, antialiased) to the same fitted size; their `pixels` are (3, h, w) uint8
+    tensors left on `device`. When the batch call fails, each of its files is decoded by Pillow instead."""
     import torch  # here, not at the top: Pillow's decode tasks never pay torch's import
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -76,7 +77,7 @@ def decode_on_device(files: list[bytes | Decoded], cfg: DecodeConfig, device: st
 
 def _fitted(image, header: Header, max_side: int) -> Decoded | None:
     """A decoded (3, h, w) uint8 tensor resized to the fitted size of its upright original, as a
-    host Decoded; None when its size is not the header's (left to Pillow)."""
+    Decoded of that tensor; None when its size is not the header's (left to Pillow)."""
     from torchvision.transforms.v2.functional import resize
 
     if tuple(image.shape[1:]) != (header.height, header.width):
@@ -84,11 +85,12 @@ def _fitted(image, header: Header, max_side: int) -> Decoded | None:
     width, height = fitted_size((header.width, header.height), max_side)
     if (width, height) != (header.width, header.height):
         image = resize(image, [height, width], antialias=True)
-    pixels = image.permute(1, 2, 0).contiguous().cpu().numpy()
-    return Decoded(pixels, header.width, header.height, (width / header.width, height / header.height))
+    return Decoded(image, header.width, header.height, (width / header.width, height / header.height))
 
 
-def decode_images(batch: Batch, cfg: DecodeConfig, storage: StorageConfig) -> Batch:
+def decode_images(batch: Batch, cfg: DecodeConfig, storage: StorageConfig, on_device: bool = False) -> Batch:
+    """`image` holds (h, w, 3) host arrays, or with `on_device` the device decode's tensors where
+    it made them (for a model in the same process: `actors.fused`)."""
     reasons, errors = quarantine_columns(batch, len(batch["uri"]))
     files = [
         read(i, uri, cfg, storage) if not reason else failed(reason, error)
@@ -98,7 +100,7 @@ def decode_images(batch: Batch, cfg: DecodeConfig, storage: StorageConfig) -> Ba
         decoded = decode_on_device(files, cfg, cfg.device)
     else:
         decoded = [f if isinstance(f, Decoded) else decode(f, cfg) for f in files]
-    batch["image"] = objects([d.pixels for d in decoded])
+    batch["image"] = objects([d.pixels if on_device else as_array(d.pixels) for d in decoded])
     batch["width"] = np.array([d.width for d in decoded], np.int32)
     batch["height"] = np.array([d.height for d in decoded], np.int32)
     batch["scale"] = np.array([d.scale for d in decoded], np.float32).reshape(-1, 2)

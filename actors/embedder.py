@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
@@ -9,6 +11,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 from core.batches import Batch, good_rows, scatter
 from core.config import EmbedderConfig
 from core.models import load_pretrained, load_weights, resolve, torch_device
+from core.pixels import as_tensor
 from core.steps import FORWARD, POSTPROCESS, PREPROCESS, StepTimer
 from core.storage import StorageConfig
 
@@ -17,7 +20,7 @@ class SiglipModelWrapper:
     """Both SigLIP towers. Outputs are L2-normalised float32 arrays of shape (n, dim); each call's
     processor or tokenizer time is recorded as `preprocess` in `timer`, the model's as `forward`.
     Images are resized and normalised on the model's device (the processor's torchvision backend):
-    on a GPU the host only hands over the uint8 crops."""
+    crops already there (tensors from the detector) never come back to the host."""
 
     def __init__(self, cfg: EmbedderConfig, storage: StorageConfig, timer: StepTimer | None = None):
         self.timer = timer or StepTimer()
@@ -31,12 +34,15 @@ class SiglipModelWrapper:
         self.dim = int(self.model.config.vision_config.hidden_size)
 
     @torch.inference_mode()
-    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
-        """images: RGB uint8 arrays (h, w, 3) of any size."""
+    def embed_images(self, images: Sequence[np.ndarray | torch.Tensor]) -> np.ndarray:
+        """images: RGB uint8, (h, w, 3) arrays or (3, h, w) tensors, of any size."""
         if not images:
             return np.zeros((0, self.dim), np.float32)
         with self.timer(PREPROCESS):
-            pixels = self.processor(images=images, return_tensors="pt", device=self.device)["pixel_values"]
+            tensors = [as_tensor(i, self.device) for i in images]
+            pixels = self.processor(
+                images=tensors, return_tensors="pt", device=self.device, input_data_format="channels_first"
+            )["pixel_values"]
         with self.timer(FORWARD):
             features = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)).pooler_output
             return _normalise(features)

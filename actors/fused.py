@@ -17,8 +17,9 @@ class FusedLookbookModels:
     without the crop pixels; `CropDetector`, then `CropEmbedder`, then `CropDescriber` on the same
     device, the two SigLIP users sharing one model and all of them one `timer`.
 
-    Crops (and with `decode` the decoded images) pass between the steps in this process's memory
-    and never reach the object store. With `decode`, `decode_images` runs first, timed as `decode`.
+    Crops (and with `decode` the decoded images) pass between the steps in this process's memory,
+    on the models' device, and never reach the object store. With `decode`, `decode_images` runs
+    first, timed as `decode`.
     """
 
     def __init__(
@@ -32,14 +33,14 @@ class FusedLookbookModels:
     ):
         self.timer = StepTimer()
         self.decode, self.storage = decode, storage
-        self.detect = CropDetector(detector, storage, self.timer)
+        self.detect = CropDetector(detector, storage, self.timer, on_device=True)
         self.embed = CropEmbedder(embedder, storage, self.timer)
         self.describe = CropDescriber(captioner, embedder, storage, vocab, siglip=self.embed.model, timer=self.timer)
 
     def __call__(self, batch: Batch) -> Batch:
         if self.decode:
             with self.timer(DECODE):
-                batch = decode_images(batch, self.decode, self.storage)
+                batch = decode_images(batch, self.decode, self.storage, on_device=True)
         described = self.describe(self.embed(self.detect(batch)))
         del described["crop"]
         return described

@@ -33,11 +33,15 @@ def whole_image(width: int, height: int) -> np.ndarray:
     return np.array([0.0, 0.0, float(width), float(height)], dtype=np.float32)
 
 
-def crop_pixels(image: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """The (h, w, 3) pixels inside `box` (pixel coordinates of `image`), at least 1x1."""
+def pixel_window(box: np.ndarray) -> tuple[int, int, int, int]:
+    """The whole pixels (x0, y0, x1, y1) that cover `box`, at least 1x1."""
     x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
-    x1 = max(int(np.ceil(box[2])), x0 + 1)
-    y1 = max(int(np.ceil(box[3])), y0 + 1)
+    return x0, y0, max(int(np.ceil(box[2])), x0 + 1), max(int(np.ceil(box[3])), y0 + 1)
+
+
+def crop_pixels(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The (h, w, 3) pixels inside `box` (pixel coordinates of `image`): `pixel_window`'s."""
+    x0, y0, x1, y1 = pixel_window(box)
     return image[y0:y1, x0:x1]
 
 

@@ -247,6 +247,9 @@ def load_config(args: list[str] | tuple[str, ...] = ()) -> MineConfig:
     return cfg
 
 
+YOLO_STRIDE = 32  # px; the detector's letterboxed input side is a multiple of it
+
+
 def validate(cfg: MineConfig) -> None:
     """Raise ValueError for settings that would only fail deep inside a running job."""
     if cfg.tiers.mode not in ("threshold", "count", "calibrated"):
@@ -265,6 +268,10 @@ def validate(cfg: MineConfig) -> None:
             raise ValueError(f"tiers.{name} must name exactly high, mid and low, got {sorted(table)}")
     if cfg.captioner.kind not in ("siglip_zeroshot", "generative"):
         raise ValueError(f"captioner.kind must be 'siglip_zeroshot' or 'generative', got {cfg.captioner.kind!r}")
+    if cfg.detector.image_size < YOLO_STRIDE or cfg.detector.image_size % YOLO_STRIDE:
+        raise ValueError(
+            f"detector.image_size must be a multiple of {YOLO_STRIDE} (YOLO's stride), got {cfg.detector.image_size}"
+        )
     if cfg.detector.no_detection not in ("whole_image", "skip"):
         raise ValueError(f"detector.no_detection must be 'whole_image' or 'skip', got {cfg.detector.no_detection!r}")
     if missing := set(cfg.vocab) - set(cfg.captioner.prompts):

@@ -97,6 +97,7 @@ def test_unknown_key_is_an_error() -> None:
         ("tiers.target_precision.high=1.5", "tiers.target_precision"),
         ("captioner.kind=llava", "captioner.kind"),
         ("detector.no_detection=drop", "detector.no_detection"),
+        ("detector.image_size=300", "detector.image_size"),  # letterboxed tensors must fit YOLO's stride
         ("index.shards=0", "index.shards"),
         ("scoring.top_k=0", "top_k"),
         ("decode.device=cuda", "fusion.decode"),  # decode tasks hold no GPU: only the fused actor does
