@@ -179,6 +179,27 @@ def _colour_squares() -> SplitImages:
     )
 
 
+def test_hard_negative_batches_hold_garments_that_look_alike() -> None:
+    """Crops of 12 garments in 3 (category, colour) looks: with hard negatives each batch of 4
+    anchors is one look; every anchor still comes once, followed by its own garment's shot."""
+    looks = [("dress", "red"), ("coat", "red"), ("dress", "blue")] * 4
+    shots = [{**{a: "" for a in RED_DRESS}, "category": c, "colour": colour} for c, colour in looks]
+    data = SplitImages(
+        pixels=np.zeros((24, 4, 4, 3), np.uint8),
+        garment_ids=[f"g{i}" for i in range(12)] * 2,
+        attributes=shots * 2,
+        texts=[""] * 24,
+        is_shot=np.array([True] * 12 + [False] * 12),
+    )
+    for hard in (False, True):
+        batches = list(siglip_loop.anchor_batches(data, 4, np.random.default_rng(1), hard_negatives=hard))
+        anchors = np.concatenate([b[0::2] for b in batches])
+        assert sorted(anchors.tolist()) == list(range(12, 24))
+        assert all((b[1::2] == b[0::2] - 12).all() for b in batches)  # each crop's partner: its garment's shot
+        same_look = [len({looks[i - 12] for i in b[0::2]}) == 1 for b in batches]
+        assert all(same_look) if hard else not all(same_look)
+
+
 def test_short_training_lowers_the_loss(tmp_path: Path, vocab) -> None:
     folder = build_tiny_siglip(tmp_path / "init", vocabulary_words(vocab), image_size=32, dim=32, layers=1)
     model, tokenizer = AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)

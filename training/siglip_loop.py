@@ -67,6 +67,8 @@ class TrainSiglipConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 50
     image_loss_weight: float = 1.0  # weight of the crop <-> own-garment-shot sigmoid loss; 0: image-text only
+    hard_negatives: bool = False  # every other epoch, batches of garments of one category and colour
+    # (`grouped_by_look`): hard negatives for the crop <-> garment-shot loss
     vocabulary_prompts: bool = True  # each step also pairs every image with every zero-shot prompt of the
     # attributes the train split knows (all vocabulary values: absent ones become negatives)
     box_padding: float = 0.05  # as detector.box_padding in conf/mine.yaml
@@ -113,14 +115,28 @@ def normaliser(processor, device: str):
     return normalise
 
 
-def anchor_batches(data: SplitImages, half: int, rng: np.random.Generator):
+def grouped_by_look(order: np.ndarray, data: SplitImages, rng: np.random.Generator) -> np.ndarray:
+    """`order` regrouped by (category, colour), the groups in random order, each keeping its order
+    within: consecutive anchors then look alike, so a batch's other garments are hard negatives
+    for the crop <-> garment-shot loss (a batch straddling two groups mixes them)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i in order:
+        groups.setdefault((data.attributes[i]["category"], data.attributes[i]["colour"]), []).append(int(i))
+    keys = list(groups)
+    return np.array([i for k in rng.permutation(len(keys)) for i in groups[keys[k]]], dtype=np.int64)
+
+
+def anchor_batches(data: SplitImages, half: int, rng: np.random.Generator, hard_negatives: bool = False):
     """Batches of image rows: up to `half` anchors (every crop, every shot of a garment without
-    crops, shuffled), each followed by its partner: a crop's own garment shot, else a random shot."""
+    crops, shuffled; with `hard_negatives` `grouped_by_look`), each followed by its partner: a
+    crop's own garment shot, else a random shot."""
     shot_of = {g: i for i, g in enumerate(data.garment_ids) if data.is_shot[i]}
     cropped = {g for g, shot in zip(data.garment_ids, data.is_shot) if not shot}
     anchors = [i for i, g in enumerate(data.garment_ids) if not data.is_shot[i] or g not in cropped]
     shots = np.flatnonzero(data.is_shot)
     order = rng.permutation(anchors)
+    if hard_negatives:
+        order = grouped_by_look(order, data, rng)
     for start in range(0, len(order), half):
         rows = []
         for i in order[start : start + half]:
@@ -195,7 +211,8 @@ def train(
     start, step, losses, progress = time.monotonic(), 0, [], 0.0
     saved = start
     for epoch in range(cfg.epochs):
-        for rows in anchor_batches(data, half, rng):
+        hard = cfg.hard_negatives and epoch % 2 == 1  # every other epoch: text positives stay varied
+        for rows in anchor_batches(data, half, rng, hard):
             pixels = data.pixels[rows]
             flip = rng.random(len(rows)) < 0.5
             pixels[flip] = pixels[flip, :, ::-1]
