@@ -75,11 +75,12 @@ class ShardCandidates:
 
 def best_match(batch: Batch, cfg: ScoringConfig) -> Batch:
     """Garment rows with their candidates from every index shard in, one scored row per garment out:
-    best crop by S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP, its scores, the margin to the
-    runner-up, and the candidates in search order (SCORED schema plus the quarantine columns)."""
+    best crop by S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP (among the `vlm_prefilter`
+    highest by S_VLM when set), its scores, the margin to the runner-up, and the candidates in
+    search order (SCORED schema plus the quarantine columns)."""
     found = Candidates.of(batch, cfg.top_k)
     valid = found.ids >= 0
-    match = best_candidate(found.s_vlm, found.s_siglip, valid, cfg.lambda_vlm, cfg.lambda_siglip)
+    match = best_candidate(found.s_vlm, found.s_siglip, valid, cfg.lambda_vlm, cfg.lambda_siglip, cfg.vlm_prefilter)
     n_candidates = valid.sum(axis=1).astype(np.int32)  # valid ids are a prefix (topk_order ranks -1 last)
     rows = np.arange(len(valid))
     best = np.maximum(match.index, 0)

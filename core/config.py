@@ -165,11 +165,14 @@ class TierConfig:
 @dataclass
 class ScoringConfig:
     """S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP over a garment's `top_k` nearest crops by
-    image cosine across all index shards. `pool` is the actor pool of each index shard."""
+    image cosine across all index shards (with `vlm_prefilter` > 0, over only that many of them: those
+    with the highest S_VLM, the seed paper's semantic pre-filter). `pool` is the actor pool of each
+    index shard."""
 
     lambda_vlm: float = 0.5
     lambda_siglip: float = 0.5
     top_k: int = 20
+    vlm_prefilter: int = 0  # > 0: only a garment's this many candidates with the highest S_VLM are scored
     pool: PoolConfig = field(default_factory=PoolConfig)
 
 
@@ -284,6 +287,8 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError("work.shards must be >= 1")
     if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
         raise ValueError("index.shards and scoring.top_k must be >= 1")
+    if not 0 <= cfg.scoring.vlm_prefilter <= cfg.scoring.top_k:
+        raise ValueError("scoring.vlm_prefilter must lie in [0, scoring.top_k] (0: off)")
     if cfg.work.max_attempts < 1:
         raise ValueError(f"work.max_attempts must be >= 1, got {cfg.work.max_attempts}")
     if unknown := set(cfg.storage.allowed_schemes) - set(SCHEMES):

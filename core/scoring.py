@@ -44,16 +44,35 @@ def best_match(
     return best_candidate(s_vlm, s_siglip, valid, lambda_vlm, lambda_siglip)
 
 
+def vlm_prefiltered(s_vlm: np.ndarray, valid: np.ndarray, keep: int) -> np.ndarray:
+    """(b, k) bool: `valid` narrowed to each garment's `keep` valid candidates with the highest
+    S_VLM (ties: the lower index), the seed method's semantic pre-filter; `keep` 0: `valid` as is."""
+    if keep <= 0:
+        return valid
+    order = np.argsort(np.where(valid, -s_vlm, np.inf), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(order.shape[1]), order.shape), axis=1)
+    return valid & (rank < keep)
+
+
 def best_candidate(
-    s_vlm: np.ndarray, s_siglip: np.ndarray, valid: np.ndarray, lambda_vlm: float, lambda_siglip: float
+    s_vlm: np.ndarray,
+    s_siglip: np.ndarray,
+    valid: np.ndarray,
+    lambda_vlm: float,
+    lambda_siglip: float,
+    vlm_prefilter: int = 0,
 ) -> BestMatch:
-    """The best candidate per garment by S = lambda_vlm * s_vlm + lambda_siglip * s_siglip (float32).
+    """The best candidate per garment by S = lambda_vlm * s_vlm + lambda_siglip * s_siglip (float32),
+    among its `vlm_prefilter` candidates with the highest s_vlm when that is > 0 (`vlm_prefiltered`;
+    the margin is then to the runner-up among those).
 
     s_vlm, s_siglip: (b, k) float32 cosines; valid: (b, k) bool, k >= 1. Ties go to the lower
     candidate index. Re-scoring stored candidate cosines with other lambdas goes through here too.
     """
     s_vlm = np.asarray(s_vlm, np.float32)
     s_siglip = np.asarray(s_siglip, np.float32)
+    valid = vlm_prefiltered(s_vlm, np.asarray(valid, bool), vlm_prefilter)
     score = np.where(valid, lambda_vlm * s_vlm + lambda_siglip * s_siglip, -np.inf).astype(np.float32)
     order = np.argsort(-score, axis=1, kind="stable")
     rows = np.arange(len(score))

@@ -1,13 +1,15 @@
 """Ablation of the seed method on one benchmark split: crops (detector or whole image) x score
-(S_SigLIP only, S_VLM only, combined), in one table.
+(S_SigLIP only, S_VLM only, combined, VLM pre-filter then S_SigLIP), in one table.
 
 python -m jobs.ablate --truth SPLIT_DIR --out OUT_DIR [overlay.yaml ...] [key=value ...]
 
 Runs the mining job twice on the split, into OUT_DIR/detector (detection crops) and
 OUT_DIR/whole_image (`detector.enabled=false`); a run whose summary.json carries the same config hash
 is reused, an unfinished one resumes from its committed shards. Each run is then evaluated with the
-three lambda settings of `quality.evaluation.ablation_lambdas` by re-scoring its stored candidates
-(no rerun). Overlays and key=value overrides go to the mining job (models, tiers, pools), as for
+three lambda settings of `quality.evaluation.ablation_lambdas`, and with the VLM as the seed paper
+uses it, a semantic pre-filter (`vlm_prefilter_K`: S_SigLIP ranks a garment's K candidates with
+the highest S_VLM, `--vlm-prefilter`), by re-scoring its stored candidates (no rerun).
+Overlays and key=value overrides go to the mining job (models, tiers, pools), as for
 `python -m jobs.mine`. Writes OUT_DIR/ablation.json, OUT_DIR/ablation.md (the table) and one
 precision-vs-coverage curve per row under OUT_DIR/curves/. With --calibration (a calibration.json
 that jobs.calibrate fitted on another split), the detector run gains a `calibrated` row.
@@ -50,15 +52,22 @@ def mine_once(args: list[str]) -> dict:
     return json.loads(summary_path.read_text())
 
 
-def scored_settings(run: Run, calibration: dict | None) -> dict[str, tuple[tuple[float, float], pa.Table]]:
+def scored_settings(
+    run: Run, calibration: dict | None, vlm_prefilter: int
+) -> dict[str, tuple[tuple[float, float], pa.Table]]:
     """setting -> (lambdas, the run's pairs re-scored and tiered with them): the three of
-    `evaluation.ablation_lambdas`, tiered as the run was, and `calibrated` when a calibration (a
-    jobs.calibrate calibration.json) is given: its lambdas, confidence and certified cut-offs."""
-    scoring = run.cfg.scoring
-    out = {
-        setting: (lambdas, evaluation.rescored(run.pairs, *lambdas, run.cfg.tiers))
-        for setting, lambdas in evaluation.ablation_lambdas(scoring.lambda_vlm, scoring.lambda_siglip).items()
-    }
+    `evaluation.ablation_lambdas` and `vlm_prefilter` (the seed's use of the VLM: S_SigLIP ranks
+    only the `vlm_prefilter` candidates with the highest S_VLM), tiered as the run was, and
+    `calibrated` when a calibration (a jobs.calibrate calibration.json) is given: its lambdas,
+    confidence and certified cut-offs."""
+    scoring, tiers = run.cfg.scoring, run.cfg.tiers
+    settings = evaluation.ablation_lambdas(scoring.lambda_vlm, scoring.lambda_siglip)
+    out = {setting: (lambdas, evaluation.rescored(run.pairs, *lambdas, tiers)) for setting, lambdas in settings.items()}
+    siglip_only = settings["siglip_only"]
+    out[f"vlm_prefilter_{vlm_prefilter}"] = (
+        siglip_only,
+        evaluation.rescored(run.pairs, *siglip_only, tiers, vlm_prefilter),
+    )
     if calibration:
         lambdas = (calibration["scoring"]["lambda_vlm"], calibration["scoring"]["lambda_siglip"])
         pairs = repicked(run.pairs, *lambdas, str(run.folder / CROPS_DIR))
@@ -77,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 10, 50], help="retrieval recall@k cut-offs")
     parser.add_argument("--min-iou", type=float, default=0.5, help="IoU at which a crop finds a truth box")
     parser.add_argument("--target-precision", type=float, default=0.95, help="precision the threshold must reach")
+    parser.add_argument("--vlm-prefilter", type=int, default=10, help="candidates the VLM pre-filter keeps")
     parser.add_argument("--calibration", help="a calibration.json fitted on another split: adds a `calibrated` row")
     args, mine_args = parser.parse_known_args(argv)
     split, out = Path(args.truth).resolve(), Path(args.out).resolve()
@@ -95,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         mined_s = time.perf_counter() - start
         run = read_run(out / crops)
         results[crops] = {"output": str(out / crops), "summary": summary, "mine_seconds": round(mined_s, 1)}
-        for setting, (lambdas, pairs) in scored_settings(run, calibration if crops == "detector" else None).items():
+        for setting, (lambdas, pairs) in scored_settings(
+            run, calibration if crops == "detector" else None, args.vlm_prefilter
+        ).items():
             report = evaluation.report(pairs, truth, garments, run.crops, run.top_k, settings)
             results[crops][setting] = {"lambdas": list(lambdas), **report}
             write_curve(pairs, truth, out / "curves" / f"{crops}-{setting}.parquet")

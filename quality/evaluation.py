@@ -262,12 +262,13 @@ def assign_tiers(scores: np.ndarray, ids: np.ndarray, cfg: TierConfig) -> np.nda
     return tiering.by_cutoffs(scores, ids, tiering.cutoffs_in_memory(scores, ids, cfg.counts))
 
 
-def best_of_candidates(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float) -> BestMatch:
+def best_of_candidates(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, vlm_prefilter: int = 0) -> BestMatch:
     """Each garment's best stored candidate by S = lambda_vlm * S_VLM + lambda_siglip * S_SigLIP
-    (`core.scoring.best_candidate`); `index` is its position in the candidate lists."""
+    (`core.scoring.best_candidate`, with its `vlm_prefilter`); `index` is its position in the
+    candidate lists."""
     s_vlm, valid = padded(_array(pairs, "candidate_s_vlm"), np.nan)
     s_siglip, _ = padded(_array(pairs, "candidate_s_siglip"), np.nan)
-    return best_candidate(s_vlm, s_siglip, valid, lambda_vlm, lambda_siglip)
+    return best_candidate(s_vlm, s_siglip, valid, lambda_vlm, lambda_siglip, vlm_prefilter)
 
 
 def picked_images(pairs: pa.Table, match: BestMatch) -> pa.Array:
@@ -275,11 +276,13 @@ def picked_images(pairs: pa.Table, match: BestMatch) -> pa.Array:
     return element(_array(pairs, "candidate_image_ids"), match.index)
 
 
-def rescored(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, tiers: TierConfig) -> pa.Table:
-    """The pairs as the job would have made them with other lambdas, from the stored candidates
-    (`best_of_candidates`, then `assign_tiers`): garment_id, image_id, crop_id, s_vlm, s_siglip,
-    score, margin, tier, candidate_image_ids. image_id / crop_id null without a candidate."""
-    match = best_of_candidates(pairs, lambda_vlm, lambda_siglip)
+def rescored(
+    pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, tiers: TierConfig, vlm_prefilter: int = 0
+) -> pa.Table:
+    """The pairs as the job would have made them with other lambdas (and `vlm_prefilter`), from the
+    stored candidates (`best_of_candidates`, then `assign_tiers`): garment_id, image_id, crop_id,
+    s_vlm, s_siglip, score, margin, tier, candidate_image_ids. image_id / crop_id null without a candidate."""
+    match = best_of_candidates(pairs, lambda_vlm, lambda_siglip, vlm_prefilter)
     garment_ids = _array(pairs, "garment_id")
     ids = garment_ids.to_numpy(zero_copy_only=False)
     return pa.table(

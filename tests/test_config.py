@@ -100,6 +100,7 @@ def test_unknown_key_is_an_error() -> None:
         ("detector.image_size=300", "detector.image_size"),  # letterboxed tensors must fit YOLO's stride
         ("index.shards=0", "index.shards"),
         ("scoring.top_k=0", "top_k"),
+        ("scoring.vlm_prefilter=21", "vlm_prefilter"),  # more than top_k (20) candidates
         ("decode.device=cuda", "fusion.decode"),  # decode tasks hold no GPU: only the fused actor does
     ],
 )

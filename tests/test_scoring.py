@@ -7,7 +7,7 @@ import pytest
 
 from core.candidates import Candidates
 from core.index import merge_topk
-from core.scoring import NO_CANDIDATE, best_match
+from core.scoring import NO_CANDIDATE, best_candidate, best_match, vlm_prefiltered
 
 
 def _brute_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,6 +210,25 @@ def test_best_match_random_against_brute_force() -> None:
             assert np.isnan(m.margin[row])
         else:
             assert m.margin[row] == pytest.approx(cands[0][0] - cands[1][0], abs=1e-5)
+
+
+def test_vlm_prefilter_ranks_only_the_candidates_the_vlm_likes_most() -> None:
+    """Candidate 0 is the best by S_SigLIP but the VLM ranks it third: a pre-filter keeping two
+    drops it, and the better S_SigLIP of the two left wins; the margin is to the other one."""
+    s_vlm = np.array([[0.1, 0.9, 0.5, 0.3, 0.9]], np.float32)
+    s_siglip = np.array([[0.9, 0.2, 0.6, 0.8, 0.1]], np.float32)
+    valid = np.array([[True, True, True, True, False]])  # the invalid one would win the pre-filter
+    assert vlm_prefiltered(s_vlm, valid, 2).tolist() == [[False, True, True, False, False]]
+    assert vlm_prefiltered(s_vlm, valid, 0).tolist() == valid.tolist()
+    plain = best_candidate(s_vlm, s_siglip, valid, 0.0, 1.0)
+    narrowed = best_candidate(s_vlm, s_siglip, valid, 0.0, 1.0, vlm_prefilter=2)
+    assert (plain.index[0], narrowed.index[0]) == (0, 2)
+    assert narrowed.margin[0] == pytest.approx(0.6 - 0.2)
+
+
+def test_vlm_prefilter_keeps_ties_at_the_lower_index() -> None:
+    s_vlm = np.array([[0.5, 0.5, 0.5]], np.float32)
+    assert vlm_prefiltered(s_vlm, np.ones((1, 3), bool), 2).tolist() == [[True, True, False]]
 
 
 # --- core/candidates.py: a garment's shortlist across index shards -------------------------------
