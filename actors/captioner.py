@@ -20,9 +20,10 @@ from core.batches import Batch, good_rows, objects, scatter
 from core.config import CaptionerConfig, EmbedderConfig
 from core.models import load_pretrained, load_weights, resolve, torch_device
 from core.pixels import as_array
+from core.schemas import OCCASION_CONFIDENCE
 from core.steps import FORWARD, POSTPROCESS, PREPROCESS, StepTimer
 from core.storage import StorageConfig
-from core.vocab import ATTRIBUTES, UNKNOWN, attributes_from_text, caption, prompts
+from core.vocab import ATTRIBUTES, OCCASION, UNKNOWN, attributes_from_text, caption, prompts
 
 
 class ZeroShotTagger:
@@ -31,11 +32,20 @@ class ZeroShotTagger:
     def __init__(self, siglip: SiglipModelWrapper, vocab: dict[str, list[str]], templates: dict[str, str]):
         self.vocab = vocab
         self.prompt_embeddings = {attr: siglip.embed_texts(p) for attr, p in prompts(vocab, templates).items()}
+        self.logit_scale = siglip.logit_scale
 
     def __call__(self, image_embeddings: np.ndarray) -> list[dict[str, str]]:
         """image_embeddings: (n, dim) unit vectors -> n attribute dicts."""
         best = {attr: (image_embeddings @ e.T).argmax(axis=1) for attr, e in self.prompt_embeddings.items()}
         return [{attr: self.vocab[attr][best[attr][i]] for attr in ATTRIBUTES} for i in range(len(image_embeddings))]
+
+    def confidence(self, image_embeddings: np.ndarray, attr: str) -> np.ndarray:
+        """(n,) float32: the probability of each image's `attr` value among that attribute's values,
+        a softmax over the prompt cosines times SigLIP's logit scale (CLIP-style zero-shot)."""
+        logits = self.logit_scale * (image_embeddings @ self.prompt_embeddings[attr].T)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        return (probabilities.max(axis=1) / probabilities.sum(axis=1)).astype(np.float32)
 
 
 class GenerativeCaptioner:
@@ -70,7 +80,9 @@ class GenerativeCaptioner:
 
 
 class CropDescriber:
-    """Ray Data stage: adds `caption`, one column per attribute and `caption_embedding` (n, dim).
+    """Ray Data stage: adds `caption`, one column per attribute, `occasion_confidence` and
+    `caption_embedding` (n, dim). `occasion_confidence` is the zero-shot probability of the occasion
+    (`ZeroShotTagger.confidence`), or with a generative captioner 1 where the caption names one, else 0.
 
     Needs the `embedding` column (zero-shot tagging reads it). A row with a non-empty `text`
     column (a garment's catalogue text) uses that text as its caption when
@@ -101,9 +113,11 @@ class CropDescriber:
             captions = self.generator([c for c, ok in zip(batch["crop"], good) if ok])
             with self.timer(POSTPROCESS):
                 attributes = [attributes_from_text(c, self.vocab) for c in captions]
+            occasion_confidence = np.array([a[OCCASION] != UNKNOWN for a in attributes], np.float32)
         else:
             with self.timer(FORWARD):
                 attributes = self.tagger(batch["embedding"][good])
+                occasion_confidence = self.tagger.confidence(batch["embedding"][good], OCCASION)
             with self.timer(POSTPROCESS):
                 captions = [caption(self.cfg.caption_template, a) for a in attributes]
         if self.cfg.use_manifest_text and "text" in batch:
@@ -114,5 +128,6 @@ class CropDescriber:
             batch["caption"] = scatter(good, objects(captions), "")
             for attr in ATTRIBUTES:
                 batch[attr] = scatter(good, objects([a[attr] for a in attributes]), UNKNOWN)
+            batch[OCCASION_CONFIDENCE] = scatter(good, occasion_confidence, 0.0)
             batch["caption_embedding"] = scatter(good, caption_embeddings, 0.0)
         return batch

@@ -202,6 +202,15 @@ class FusionConfig:
 
 
 @dataclass
+class KnowledgeConfig:
+    """`jobs.knowledge` over a run: an occasion label (an image's or a crop's) is confident at
+    `min_confidence` or more, weak below; `top_combinations` garment combinations per occasion."""
+
+    min_confidence: float = 0.5
+    top_combinations: int = 10
+
+
+@dataclass
 class MineConfig:
     """The whole mining job."""
 
@@ -224,6 +233,7 @@ class MineConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     tiers: TierConfig = field(default_factory=TierConfig)
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
 
 
 def merged_config(schema: type[T], args: list[str] | tuple[str, ...], *defaults) -> T:
@@ -287,6 +297,8 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError("work.shards must be >= 1")
     if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
         raise ValueError("index.shards and scoring.top_k must be >= 1")
+    if not 0 <= cfg.knowledge.min_confidence <= 1 or cfg.knowledge.top_combinations < 1:
+        raise ValueError("knowledge.min_confidence must lie in [0, 1] and knowledge.top_combinations be >= 1")
     if not 0 <= cfg.scoring.vlm_prefilter <= cfg.scoring.top_k:
         raise ValueError("scoring.vlm_prefilter must lie in [0, scoring.top_k] (0: off)")
     if cfg.work.max_attempts < 1:
@@ -313,8 +325,9 @@ def to_yaml(cfg: MineConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
 
 
-# How a run is driven, not what it computes: left out of the config hash.
-RUNTIME_KEYS = ("ray_address", "progress", "progress_interval_s", "force", "object_store_budget_gb")
+# How a run is driven, or what later jobs read from it (knowledge), not what it computes: left out
+# of the config hash.
+RUNTIME_KEYS = ("ray_address", "progress", "progress_interval_s", "force", "object_store_budget_gb", "knowledge")
 
 
 def config_hash(cfg: MineConfig) -> str:

@@ -10,6 +10,7 @@ REASON = "reason"  # internal column: "" for a good row, else a quarantine reaso
 ERROR = "error"  # internal column: the error message behind `reason`
 SHARD = "shard"  # internal column: the row's work shard (see pipeline.commits)
 ROW_IDS = ("crop_id", "image_id")  # a row is identified by the first of these it has
+OCCASION_CONFIDENCE = "occasion_confidence"  # a crop's probability of its occasion (actors.captioner)
 
 # A run's output folder: one folder per table, and the job stages that name commit markers,
 # quarantine folders (quarantine/<stage>) and metrics.
@@ -50,6 +51,7 @@ def crops(dim: int, dtype: str = "float32") -> pa.Schema:
             ("det_class", pa.int32()),
             ("caption", pa.string()),
             *((name, pa.string()) for name in ATTRIBUTES),
+            (OCCASION_CONFIDENCE, pa.float32()),
             ("embedding", embedding(dim, dtype)),
             ("caption_embedding", embedding(dim, dtype)),
         ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 ATTRIBUTES = ("category", "colour", "pattern", "sleeve", "length", "occasion")
+OCCASION = "occasion"  # the attribute that labels a whole lookbook image too (jobs.knowledge)
 UNKNOWN = "unknown"
 # Words of the zero-shot prompts, the caption template and typical generated captions: what a
 # tokenizer built for the vocabulary must know beside its values (see `vocabulary_words`).

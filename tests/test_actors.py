@@ -23,7 +23,7 @@ from core.config import DecodeConfig, ModelSpec, load_config
 from core.images import NO_GARMENT, NOT_FOUND
 from core.models import ModelLoadError, resolve
 from core.pixels import as_array, as_tensor
-from core.schemas import ERROR, REASON
+from core.schemas import ERROR, OCCASION_CONFIDENCE, REASON
 from core.steps import DECODE, FORWARD, POSTPROCESS, PREPROCESS
 from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES, UNKNOWN
@@ -231,6 +231,20 @@ def test_zero_shot_describer(cfg, vocab):
     assert out["caption"][1] == "a red dress"  # manifest text wins for the caption
     assert out["caption"][3] == "" and out["category"][3] == UNKNOWN
     np.testing.assert_allclose(np.linalg.norm(out["caption_embedding"][:3], axis=1), 1.0, rtol=1e-5)
+    occasions = len(vocab["occasion"])  # a probability among them: above chance for the chosen one
+    assert ((out[OCCASION_CONFIDENCE][:3] >= 1 / occasions) & (out[OCCASION_CONFIDENCE][:3] <= 1)).all()
+    assert out[OCCASION_CONFIDENCE][3] == 0.0
+
+
+def test_occasion_confidence_is_the_softmax_of_the_chosen_occasion(cfg, vocab):
+    describer = CropDescriber(cfg.captioner, cfg.embedder, STORAGE, vocab)
+    embeddings = CropEmbedder(cfg.embedder, STORAGE)(crop_batch(4))["embedding"][:3]
+    tagger = describer.tagger
+    logits = tagger.logit_scale * embeddings @ tagger.prompt_embeddings["occasion"].T
+    expected = np.exp(logits).max(axis=1) / np.exp(logits).sum(axis=1)
+    np.testing.assert_allclose(tagger.confidence(embeddings, "occasion"), expected, rtol=1e-5)
+    chosen = [vocab["occasion"].index(a["occasion"]) for a in tagger(embeddings)]
+    assert chosen == logits.argmax(axis=1).tolist()
 
 
 def test_generative_describer(cfg, vocab):
@@ -240,6 +254,7 @@ def test_generative_describer(cfg, vocab):
     assert all(isinstance(c, str) and c for c in out["caption"][:2])
     for attr in ATTRIBUTES:
         assert all(v in (*vocab[attr], UNKNOWN) for v in out[attr])
+    assert out[OCCASION_CONFIDENCE].tolist() == [float(o != UNKNOWN) for o in out["occasion"][:2]] + [0.0]
     assert out["caption_embedding"].shape == batch["embedding"].shape
 
 

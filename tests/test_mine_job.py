@@ -13,13 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from core import knowledge as kn
 from core import payload, schemas
 from core.config import load_config
 from core.data_card import CARD
 from core.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
 from core.index import IndexManifest, sha256, work_shard_of
 from core.tiering import TIERS, UNMATCHED
-from jobs import mine
+from jobs import knowledge, mine
 from pipeline.manifests import ManifestError
 from pipeline.stage import attempt_ledger
 from pipeline.tier_passes import assign
@@ -318,3 +319,26 @@ def test_calibrate_fits_on_truth_and_its_overlay_tiers_the_next_run_alike(run, s
     page.goto(shown.as_uri())
     assert page.locator("#calibration td").first.inner_text() == "high"
     save_screenshot(page, "calibrate", tmp_path, selector="#calibration")
+
+
+def test_knowledge_on_ray_equals_the_counts_of_the_whole_crops_table(run):
+    """jobs.knowledge (a Ray Data groupby and summed per-batch counts) against core.knowledge on the
+    whole crops table in memory: every image labelled once, the same counts."""
+    summary = knowledge.main([str(run["output"]), "knowledge.min_confidence=0.3", "progress=false"])
+    crops = read(run, schemas.CROPS_DIR).to_pandas()
+    images = read(run, "knowledge/images").to_pandas().sort_values("image_id", ignore_index=True)
+    expected_images = kn.image_labels(crops, 0.3).sort_values("image_id", ignore_index=True)
+    assert summary["images"] == len(images) == crops["image_id"].nunique() >= 10
+    assert images["occasion"].tolist() == expected_images["occasion"].tolist()
+    assert summary["confident_images"] == int(expected_images[kn.CONFIDENT].sum())
+    for name, counts, keys in (
+        ("category_occasion", kn.category_occasion_counts(expected_images), kn.CATEGORY_OCCASION_KEYS),
+        ("attribute_pairs", kn.attribute_pair_counts(crops, 0.3), kn.ATTRIBUTE_PAIR_KEYS),
+    ):
+        table = read(run, f"knowledge/{name}.parquet").to_pandas()
+        got = table[table[kn.LABELS] == kn.ALL_LABELS]
+        expected = kn.restricted(counts, keys, confident_only=False)
+        merged = expected.merge(got, on=[k for k in keys if k != kn.CONFIDENT], suffixes=("", "_got"))
+        assert len(merged) == len(expected) == len(got) > 0 and (merged["count"] == merged["count_got"]).all()
+    html = (run["output"] / "knowledge" / "index.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2 and "Garment combinations per occasion" in html

@@ -1,0 +1,69 @@
+"""Fashion knowledge of a run with Ray Data: image labels by a groupby over the run's crops, written
+by the workers; partial counts per batch (`core.knowledge`), summed by groupby. Only the summed
+tables reach the driver: their rows are bounded by the vocabulary, not by the run's size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import pandas as pd
+import ray
+from ray.data import Dataset
+
+from core import knowledge as kn
+from core.config import KnowledgeConfig
+from core.schemas import CROPS_DIR, OCCASION_CONFIDENCE
+from core.storage import StorageConfig, filesystem, join
+from core.vocab import ATTRIBUTES
+
+KNOWLEDGE_DIR = "knowledge"  # in the run's output folder
+IMAGES_DIR = "images"  # in KNOWLEDGE_DIR: one row per lookbook image (kn.image_labels)
+CROP_COLUMNS = ["image_id", *ATTRIBUTES, OCCASION_CONFIDENCE]
+
+
+@dataclass(frozen=True)
+class KnowledgeTables:
+    """The summed tables (`core.knowledge` keys + count), the images labelled and how many of them
+    have a confident occasion."""
+
+    category_occasion: pd.DataFrame
+    attribute_pairs: pd.DataFrame
+    combinations: pd.DataFrame
+    images: int
+    confident_images: int
+
+
+def read(uri: str, storage: StorageConfig, columns: list[str] | None = None) -> Dataset:
+    fs, path = filesystem(uri, storage)
+    return ray.data.read_parquet(path, filesystem=fs, columns=columns, partitioning=None)
+
+
+def summed(ds: Dataset, counts: Callable[[pd.DataFrame], pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+    """The per-batch `counts` of `ds`, summed over all batches per `keys` (keys + count)."""
+    parts = ds.map_batches(counts, batch_format="pandas")
+    total = parts.groupby(keys).sum(kn.COUNT).to_pandas()  # vocabulary-sized
+    total = total.rename(columns={f"sum({kn.COUNT})": kn.COUNT})
+    return total.sort_values(keys, ignore_index=True) if len(total) else pd.DataFrame(columns=[*keys, kn.COUNT])
+
+
+def run_knowledge(output: str, storage: StorageConfig, cfg: KnowledgeConfig) -> KnowledgeTables:
+    """Label every image of the run at `output` (written to KNOWLEDGE_DIR/IMAGES_DIR, replacing an
+    earlier one) and sum the co-occurrence tables."""
+    crops = read(join(output, CROPS_DIR), storage, CROP_COLUMNS)
+    images_uri = join(output, KNOWLEDGE_DIR, IMAGES_DIR)
+    labels = partial(kn.image_labels, min_confidence=cfg.min_confidence)
+    fs, images_path = filesystem(images_uri, storage)
+    crops.groupby("image_id").map_groups(labels, batch_format="pandas").write_parquet(
+        images_path, filesystem=fs, mode="overwrite"
+    )
+    images = read(images_uri, storage)
+    pairs = partial(kn.attribute_pair_counts, min_confidence=cfg.min_confidence)
+    return KnowledgeTables(
+        category_occasion=summed(images, kn.category_occasion_counts, kn.CATEGORY_OCCASION_KEYS),
+        attribute_pairs=summed(crops, pairs, kn.ATTRIBUTE_PAIR_KEYS),
+        combinations=summed(images, kn.combination_counts, kn.COMBINATION_KEYS),
+        images=images.count(),
+        confident_images=int(images.sum(kn.CONFIDENT) or 0),
+    )
