@@ -211,6 +211,24 @@ class KnowledgeConfig:
 
 
 @dataclass
+class SketchConfig:
+    """`jobs.make_sketches`: product shots as edge maps (`core.sketches`). A garment is light when
+    its text names one of `light_words` or its shot's centre has mean grey >= `light_level`; light
+    garments are equalised (CLAHE) before Canny."""
+
+    light_words: list[str] = field(
+        default_factory=lambda: ["white", "ivory", "cream", "pale", "light", "grey", "gray", "beige"]
+    )
+    light_level: float = 200.0
+    clahe_clip: float = 3.0
+    clahe_tiles: int = 8
+    canny_low: int = 40
+    canny_high: int = 120
+    min_line_px: int = 20
+    equalise: bool = True  # false: never equalise (the comparison bench of light garments)
+
+
+@dataclass
 class MineConfig:
     """The whole mining job."""
 
@@ -234,6 +252,7 @@ class MineConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     tiers: TierConfig = field(default_factory=TierConfig)
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    sketches: SketchConfig = field(default_factory=SketchConfig)
 
 
 def merged_config(schema: type[T], args: list[str] | tuple[str, ...], *defaults) -> T:
@@ -325,9 +344,17 @@ def to_yaml(cfg: MineConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
 
 
-# How a run is driven, or what later jobs read from it (knowledge), not what it computes: left out
-# of the config hash.
-RUNTIME_KEYS = ("ray_address", "progress", "progress_interval_s", "force", "object_store_budget_gb", "knowledge")
+# How a run is driven, or settings of the jobs around it (knowledge, sketches), not what it computes:
+# left out of the config hash.
+RUNTIME_KEYS = (
+    "ray_address",
+    "progress",
+    "progress_interval_s",
+    "force",
+    "object_store_budget_gb",
+    "knowledge",
+    "sketches",
+)
 
 
 def config_hash(cfg: MineConfig) -> str:
