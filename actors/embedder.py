@@ -32,7 +32,7 @@ class SiglipModelWrapper:
         self.tokenizer = load_pretrained("embedder", AutoTokenizer, spec)
         self.dtype = dtype
         self.dim = int(self.model.config.vision_config.hidden_size)
-        self.logit_scale = float(self.model.logit_scale.exp())  # image-text cosine to logit
+        self.logit_scale = float(self.model.logit_scale.detach().exp())  # image-text cosine to logit
 
     @torch.inference_mode()
     def embed_images(self, images: Sequence[np.ndarray | torch.Tensor]) -> np.ndarray:

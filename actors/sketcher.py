@@ -11,7 +11,7 @@ from actors.decoder import read
 from core.batches import Batch, objects
 from core.config import DecodeConfig, SketchConfig
 from core.images import Decoded, decode
-from core.sketches import edge_map, is_light
+from core.sketches import garment_sketch
 from core.storage import StorageConfig, join, write_bytes
 
 
@@ -30,10 +30,10 @@ def sketch_images(
     for garment_id, uri, text, colour in zip(batch["image_id"], batch["uri"], batch["text"], batch["colour"]):
         data = read(garment_id, uri, decode_cfg, storage)
         shot = data if isinstance(data, Decoded) else decode(data, decode_cfg)
-        light = bool(not shot.reason and cfg.equalise and is_light(f"{text} {colour}", shot.pixels, cfg))
-        sketch_uri = ""
+        sketch_uri, light = "", False
         if not shot.reason:
-            _, png = cv2.imencode(".png", edge_map(shot.pixels, light, cfg))
+            lines, light = garment_sketch(shot.pixels, f"{text} {colour}", cfg)
+            _, png = cv2.imencode(".png", lines)
             sketch_uri = join(folder, sketch_name(garment_id))
             write_bytes(sketch_uri, png.tobytes(), storage)
         for key, value in zip(out, (sketch_uri, light, shot.reason, shot.error)):

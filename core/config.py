@@ -7,6 +7,7 @@ to tasks and actors.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -214,7 +215,8 @@ class KnowledgeConfig:
 class SketchConfig:
     """`jobs.make_sketches`: product shots as edge maps (`core.sketches`). A garment is light when
     its text names one of `light_words` or its shot's centre has mean grey >= `light_level`; light
-    garments are equalised (CLAHE) before Canny."""
+    garments are equalised (CLAHE) before Canny. Lines are drawn `line_width` x the shot's longer
+    side wide (at least 1 px), as a person's strokes are, so they survive a model's downscaling."""
 
     light_words: list[str] = field(
         default_factory=lambda: ["white", "ivory", "cream", "pale", "light", "grey", "gray", "beige"]
@@ -225,7 +227,20 @@ class SketchConfig:
     canny_low: int = 40
     canny_high: int = 120
     min_line_px: int = 20
+    line_width: float = 0.015
     equalise: bool = True  # false: never equalise (the comparison bench of light garments)
+
+
+@dataclass
+class SearchConfig:
+    """`jobs.search` over a run: `k` crops returned. A query of an image or sketch plus a text is
+    fused by the projection in `fusion` (a file jobs.train_fusion wrote for this embedder: local,
+    pkg:// or s3://), else by the weighted mean `vision_weight` x the image embedding + (1 -
+    `vision_weight`) x the text embedding, normalised."""
+
+    k: int = 20
+    vision_weight: float = 0.5
+    fusion: str | None = None
 
 
 @dataclass
@@ -253,6 +268,7 @@ class MineConfig:
     tiers: TierConfig = field(default_factory=TierConfig)
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     sketches: SketchConfig = field(default_factory=SketchConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 def merged_config(schema: type[T], args: list[str] | tuple[str, ...], *defaults) -> T:
@@ -277,6 +293,15 @@ def load_config(args: list[str] | tuple[str, ...] = ()) -> MineConfig:
     roots = cfg.storage.allowed_local_roots  # resolved here: workers may run in another folder
     cfg.storage.allowed_local_roots = [str(local_path(root)) for root in roots]
     return cfg
+
+
+def run_config(run: str, overrides: Sequence[str] = ()) -> MineConfig:
+    """A finished run's resolved config: RUN/config.yaml with `output` set to the folder RUN, or
+    the config.yaml file RUN as it is (its `output` may be s3://); then `overrides`."""
+    path = Path(run)
+    if path.is_dir():
+        return load_config([str(path / "config.yaml"), f"output={path.resolve()}", *overrides])
+    return load_config([str(path), *overrides])
 
 
 YOLO_STRIDE = 32  # px; the detector's letterboxed input side is a multiple of it
@@ -316,6 +341,8 @@ def validate(cfg: MineConfig) -> None:
         raise ValueError("work.shards must be >= 1")
     if cfg.index.shards < 1 or cfg.scoring.top_k < 1:
         raise ValueError("index.shards and scoring.top_k must be >= 1")
+    if cfg.search.k < 1 or not 0 <= cfg.search.vision_weight <= 1:
+        raise ValueError("search.k must be >= 1 and search.vision_weight lie in [0, 1]")
     if not 0 <= cfg.knowledge.min_confidence <= 1 or cfg.knowledge.top_combinations < 1:
         raise ValueError("knowledge.min_confidence must lie in [0, 1] and knowledge.top_combinations be >= 1")
     if not 0 <= cfg.scoring.vlm_prefilter <= cfg.scoring.top_k:
@@ -344,7 +371,7 @@ def to_yaml(cfg: MineConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
 
 
-# How a run is driven, or settings of the jobs around it (knowledge, sketches), not what it computes:
+# How a run is driven, or settings of the jobs around it (knowledge, sketches, search), not what it computes:
 # left out of the config hash.
 RUNTIME_KEYS = (
     "ray_address",
@@ -354,6 +381,7 @@ RUNTIME_KEYS = (
     "object_store_budget_gb",
     "knowledge",
     "sketches",
+    "search",
 )
 
 

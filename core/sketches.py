@@ -29,8 +29,8 @@ def is_light(text: str, pixels: np.ndarray, cfg: SketchConfig) -> bool:
 def edge_map(pixels: np.ndarray, equalise: bool, cfg: SketchConfig) -> np.ndarray:
     """(h, w) uint8 edge map of an (h, w, 3) RGB image: 0 on the lines, 255 elsewhere. With
     `equalise`, CLAHE (`cfg.clahe_clip`, `cfg.clahe_tiles`) first; edges are Canny's at
-    `cfg.canny_low` / `cfg.canny_high` after a 5x5 Gaussian blur, and connected lines shorter than
-    `cfg.min_line_px` pixels are dropped."""
+    `cfg.canny_low` / `cfg.canny_high` after a 5x5 Gaussian blur, connected lines shorter than
+    `cfg.min_line_px` pixels are dropped, and the rest widened to `cfg.line_width` x the longer side."""
     grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
     if equalise:
         tiles = (cfg.clahe_tiles, cfg.clahe_tiles)
@@ -39,4 +39,13 @@ def edge_map(pixels: np.ndarray, equalise: bool, cfg: SketchConfig) -> np.ndarra
     count, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
     kept = stats[:, cv2.CC_STAT_AREA] >= cfg.min_line_px
     kept[0] = False  # the background component
-    return np.where(kept[labels], 0, WHITE).astype(np.uint8)
+    width = max(1, round(cfg.line_width * max(grey.shape)))
+    lines = cv2.dilate(kept[labels].astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width)))
+    return np.where(lines > 0, 0, WHITE).astype(np.uint8)
+
+
+def garment_sketch(pixels: np.ndarray, text: str, cfg: SketchConfig) -> tuple[np.ndarray, bool]:
+    """A product shot's sketch as jobs.make_sketches draws it, and whether it was equalised (when
+    `cfg.equalise` and the garment `is_light` by `text`, its catalogue text and colour, or its shot)."""
+    light = bool(cfg.equalise and is_light(text, pixels, cfg))
+    return edge_map(pixels, light, cfg), light

@@ -20,26 +20,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import pyarrow as pa
 
 from core import knowledge as kn
-from core.config import MineConfig, load_config
+from core.config import run_config
 from core.storage import join, write_bytes, write_table
 from core.vocab import OCCASION
 from pipeline.driver import connect
 from pipeline.knowledge import KNOWLEDGE_DIR, run_knowledge
 from quality.knowledge_page import knowledge_html
-
-
-def run_config(run: str, overrides: Sequence[str]) -> MineConfig:
-    """The run's resolved config: RUN/config.yaml with `output` set to the folder RUN, or the
-    config.yaml file RUN as it is; then `overrides`."""
-    path = Path(run)
-    if path.is_dir():
-        return load_config([str(path / "config.yaml"), f"output={path.resolve()}", *overrides])
-    return load_config([str(path), *overrides])
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

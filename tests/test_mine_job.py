@@ -8,23 +8,28 @@ import re
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from actors.embedder import SiglipModelWrapper
 from core import knowledge as kn
 from core import payload, schemas
-from core.config import load_config
+from core.config import load_config, run_config
 from core.data_card import CARD
 from core.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
 from core.index import IndexManifest, sha256, work_shard_of
+from core.sketches import edge_map
 from core.tiering import TIERS, UNMATCHED
 from jobs import knowledge, mine
+from jobs import search as jobs_search
 from pipeline.manifests import ManifestError
 from pipeline.stage import attempt_ledger
 from pipeline.tier_passes import assign
 from quality import evaluation
+from quality.search import Query, query_vectors, search
 
 from .bad_files import png_declaring
 from .browser import save_screenshot
@@ -342,3 +347,46 @@ def test_knowledge_on_ray_equals_the_counts_of_the_whole_crops_table(run):
         assert len(merged) == len(expected) == len(got) > 0 and (merged["count"] == merged["count_got"]).all()
     html = (run["output"] / "knowledge" / "index.html").read_text()
     assert html.count("data:image/png;base64,") >= 2 and "Garment combinations per occasion" in html
+
+
+def brute_force_scores(crops: pa.Table, vector: np.ndarray) -> dict[str, float]:
+    """crop_id -> cosine of every stored crop embedding with the unit `vector`."""
+    embeddings = np.asarray(crops["embedding"].to_pylist(), np.float32)
+    return dict(zip(crops["crop_id"].to_pylist(), (embeddings @ vector).tolist()))
+
+
+def test_search_returns_the_exact_top_k_over_every_shard_with_the_crops_pairs(run, inputs, tmp_path):
+    """quality.search over the run's 2 index shards against the cosine with every stored crop
+    embedding, for a text, a crop image and a sketch-plus-text query; a crop that some garment
+    chose carries that garment; jobs.search writes the table and the contact sheet."""
+    cfg = run_config(str(run["output"]), ["search.k=5"])
+    crops, pairs = read(run, schemas.CROPS_DIR), read(run, schemas.PAIRS_DIR)
+    chosen = pairs.filter(pc.is_valid(pairs["crop_id"])).sort_by([("score", "descending")]).to_pylist()[0]
+    crop = crops.filter(pc.equal(crops["crop_id"], chosen["crop_id"])).to_pylist()[0]
+    crop_path, sketch_path = tmp_path / "crop.png", tmp_path / "sketch.png"
+    Image.open(crop["uri"]).convert("RGB").crop(tuple(crop["box"])).save(crop_path)
+    garment = np.asarray(Image.open(chosen["garment_uri"]).convert("RGB"))
+    Image.fromarray(edge_map(garment, equalise=False, cfg=cfg.sketches)).save(sketch_path)
+    siglip = SiglipModelWrapper(cfg.embedder, cfg.storage)
+    for query in (
+        Query(text="a red dress"),
+        Query(image=str(crop_path)),
+        Query(sketch=str(sketch_path), text="a dress"),
+    ):
+        vector, _ = query_vectors(query, siglip, cfg)
+        expected = brute_force_scores(crops, vector)
+        found = search(cfg, query, 5, siglip).to_pylist()
+        assert [r["rank"] for r in found] == [1, 2, 3, 4, 5]
+        assert [r["score"] for r in found] == pytest.approx(sorted(expected.values(), reverse=True)[:5], abs=2e-3)
+        assert [r["score"] for r in found] == pytest.approx([expected[r["crop_id"]] for r in found], abs=2e-3)
+        by_crop = {p["crop_id"]: p["garment_id"] for p in pairs.sort_by([("score", "ascending")]).to_pylist()}
+        assert all(r["garment_id"] == by_crop.get(r["crop_id"]) for r in found)
+    assert found and found[0]["crop_id"] != "" and query.kind == "sketch+text"
+    out = tmp_path / "search"
+    table = jobs_search.main([str(run["output"]), "--image", str(crop_path), "--out", str(out), "search.k=3"])
+    assert table["crop_id"][0].as_py() == chosen["crop_id"]  # a crop's own pixels find it first
+    assert table["garment_id"][0].as_py() == chosen["garment_id"]
+    html = (out / "index.html").read_text()
+    assert pq.read_table(out / "results.parquet").num_rows == 3 and html.count('class="card"') == 3
+    with pytest.raises(SystemExit, match=FORBIDDEN_URI):  # outside storage.allowed_local_roots
+        jobs_search.main([str(run["output"]), "--sketch", "/etc/hostname", "--text", "a dress"])

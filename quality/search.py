@@ -1,0 +1,136 @@
+"""Search a mined run's index with an image, a text, a sketch, or a sketch plus a text: the top-k
+lookbook crops with their scores, and the garments the run paired with them.
+
+The query is one unit vector in the run's SigLIP space: an image's or a sketch's image embedding
+(one vision tower for both; several are averaged), a text's text embedding, or for a sketch (or
+image) plus a text their fusion (`core.fusion`: `search.fusion` trained by jobs.train_fusion, else
+the weighted mean by `search.vision_weight`). The index shards are searched one after another, each memory-mapped
+(`actors.scorer.IndexShardSearcher`, the scoring stage's path), and their top-k merged exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from actors.decoder import read
+from actors.embedder import SiglipModelWrapper
+from actors.scorer import IndexShardSearcher
+from core import index as shard_index
+from core.candidates import Candidates
+from core.config import MineConfig, ModelSpec
+from core.fusion import Fusion, unit
+from core.images import Decoded, decode
+from core.models import resolve
+from core.schemas import INDEX_DIR, PAIRS_DIR
+from core.storage import filesystem, join
+
+PAIRED_COLUMNS = ["crop_id", "garment_id", "garment_uri", "tier", "score"]  # of the run's pairs
+
+
+class QueryError(ValueError):
+    """A query with nothing to search by, or an image that cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to search by: an image and/or a sketch (uris) and/or a text; at least one."""
+
+    image: str | None = None
+    sketch: str | None = None
+    text: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """e.g. `sketch+text`: the parts given, in the order image, sketch, text."""
+        return "+".join(name for name in ("image", "sketch", "text") if getattr(self, name))
+
+
+def query_fusion(cfg: MineConfig, dim: int) -> Fusion:
+    """`search.fusion` loaded (a projection trained by jobs.train_fusion), else the weighted mean
+    with `search.vision_weight`. Raises QueryError when its size is not the embedder's `dim`."""
+    if not cfg.search.fusion:
+        return Fusion.weighted_mean(dim, cfg.search.vision_weight)
+    fusion = Fusion.load(resolve("fusion", ModelSpec(spec=cfg.search.fusion), cfg.storage, hub=False))
+    if fusion.dim != dim:
+        raise QueryError(
+            f"search.fusion {cfg.search.fusion} fuses {fusion.dim}-d embeddings, the embedder's are {dim}-d"
+        )
+    return fusion
+
+
+def query_vectors(query: Query, siglip: SiglipModelWrapper, cfg: MineConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (dim,) unit query vector of `query` (see the module docstring), and its text's embedding
+    (None without a text). Images are read and decoded as lookbook images are, within the run's
+    uri allow-list and decode limits; QueryError says why one could not be."""
+    pictures = []
+    for uri in (query.image, query.sketch):
+        if uri:
+            data = read("query", uri, cfg.decode, cfg.storage)
+            shot = data if isinstance(data, Decoded) else decode(data, cfg.decode)
+            if shot.reason:
+                raise QueryError(f"{uri}: {shot.reason}: {shot.error}")
+            pictures.append(shot.pixels)
+    if not pictures and not query.text:
+        raise QueryError("a query needs an image, a sketch or a text")
+    vision = unit(siglip.embed_images(pictures).mean(axis=0)) if pictures else None
+    text = siglip.embed_texts([query.text])[0] if query.text else None
+    if vision is None or text is None:
+        return (text if vision is None else vision), text
+    return query_fusion(cfg, len(text))(vision, text), text
+
+
+def searched(cfg: MineConfig, vector: np.ndarray, text: np.ndarray | None, k: int) -> Candidates:
+    """The run's top-k crops by cosine with `vector` over every index shard, merged exactly; their
+    S_VLM is the cosine of `text` (the query's text embedding, else `vector`) with the crops' captions."""
+    index_dir = join(cfg.output, INDEX_DIR)
+    shards = len(shard_index.load_manifest(index_dir, cfg.storage).shards)
+    image, caption = vector[None, :], (vector if text is None else text)[None, :]
+    found = Candidates.none(1, k)
+    for shard in range(shards):
+        searcher = IndexShardSearcher(index_dir, shard, cfg.index, cfg.storage, k)
+        found = found.merged(searcher.candidates(image, caption, k), k)
+    return found
+
+
+def paired(cfg: MineConfig, crop_ids: list[str]) -> dict[str, dict]:
+    """crop_id -> the run's pair (garment_id, garment_uri, tier, score) of the crops among
+    `crop_ids` that are some garment's best match (a filtered scan of the pairs' columns)."""
+    fs, path = filesystem(join(cfg.output, PAIRS_DIR), cfg.storage)
+    pairs = pads.dataset(path, filesystem=fs, format="parquet", partitioning=None)
+    table = pairs.to_table(columns=PAIRED_COLUMNS, filter=pc.field("crop_id").isin(crop_ids))
+    out: dict[str, dict] = {}
+    for row in table.sort_by([("score", "descending")]).to_pylist():
+        out.setdefault(row["crop_id"], row)  # a crop several garments chose: the best-scored pair
+    return out
+
+
+def search(cfg: MineConfig, query: Query, k: int, siglip: SiglipModelWrapper | None = None) -> pa.Table:
+    """The top-k crops for `query` in the run of `cfg`, best first: rank, crop_id, image_id,
+    image_uri, box, score (cosine with the query vector), s_vlm (the query text, or vector, against
+    the crop's caption), and the garment paired with the crop (garment_id, garment_uri, tier; null
+    when no garment chose it). `siglip`: the run's embedder, loaded from `cfg` when None."""
+    siglip = siglip or SiglipModelWrapper(cfg.embedder, cfg.storage)
+    found = searched(cfg, *query_vectors(query, siglip, cfg), k)
+    valid = found.ids[0] >= 0
+    crop_ids = [c for c, ok in zip(found.crop_ids[0], valid) if ok]
+    pairs = paired(cfg, crop_ids)
+    pair = [pairs.get(c, {}) for c in crop_ids]
+    return pa.table(
+        {
+            "rank": pa.array(np.arange(1, len(crop_ids) + 1), pa.int32()),
+            "crop_id": crop_ids,
+            "image_id": found.image_ids[0][valid].tolist(),
+            "image_uri": found.image_uris[0][valid].tolist(),
+            "box": pa.array([b.tolist() for b in found.boxes[0][valid]], pa.list_(pa.float32(), 4)),
+            "score": pa.array(found.s_siglip[0][valid], pa.float32()),
+            "s_vlm": pa.array(found.s_vlm[0][valid], pa.float32()),
+            "garment_id": [p.get("garment_id") for p in pair],
+            "garment_uri": [p.get("garment_uri") for p in pair],
+            "tier": [p.get("tier") for p in pair],
+        }
+    )
