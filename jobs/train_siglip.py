@@ -23,6 +23,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
+from core.config import SketchConfig
 from core.vocab import ATTRIBUTES, load_vocab
 from training.data import load_split
 from training.siglip import text_options, vocabulary_prompts
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer, processor = AutoTokenizer.from_pretrained(init), AutoImageProcessor.from_pretrained(init)
 
     began = time.monotonic()
-    data = load_split(cfg.train, resizer(processor), cfg.box_padding, cfg.max_train_scenes)
-    print(f"train: {int(data.is_shot.sum())} shots, {int((~data.is_shot).sum())} crops "
+    sketches = SketchConfig() if cfg.sketches else None
+    data = load_split(cfg.train, resizer(processor), cfg.box_padding, cfg.max_train_scenes, sketches=sketches)
+    print(f"train: {int(data.is_shot.sum())} shots, {int((~data.is_shot).sum())} crops and sketches "
           f"({(time.monotonic() - began) / 60:.1f} min to load)")  # fmt: skip
     unknown = {(a, v) for attrs in data.attributes for a, v in attrs.items() if v and v not in vocab[a]}
     if unknown:

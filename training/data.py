@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from core import boxes
+from core.config import SketchConfig
 from core.images import pillow_open
+from core.sketches import garment_sketch
 from core.vocab import ATTRIBUTES
 
 Resize = Callable[[list[Image.Image]], np.ndarray]  # PIL images -> (n, s, s, 3) uint8
@@ -38,17 +40,23 @@ def read_rows(folder: str | Path, name: str) -> list[dict]:
     return pq.read_table(Path(folder) / f"{name}.parquet").to_pylist()
 
 
-def _rgb(uri: str) -> Image.Image:
+def rgb(uri: str) -> Image.Image:
     with pillow_open()(uri) as image:
         return image.convert("RGB")
 
 
 def load_split(
-    folder: str | Path, resize: Resize, box_padding: float, max_scenes: int | None = None, chunk: int = 256
+    folder: str | Path,
+    resize: Resize,
+    box_padding: float,
+    max_scenes: int | None = None,
+    chunk: int = 256,
+    sketches: SketchConfig | None = None,
 ) -> SplitImages:
     """Every garment's product shot, then one crop per truth row of the first `max_scenes` scenes
     (lookbook order; None: all), the truth box grown by `box_padding` of its side as the job's
-    detector crops do. Images are resized `chunk` at a time."""
+    detector crops do; with `sketches`, then every garment's sketch (`core.sketches.garment_sketch`)
+    as a further view of it that knows only its category. Images are resized `chunk` at a time."""
     garments = read_rows(folder, "garments")
     by_id = {g["garment_id"]: g for g in garments}
     uris = {row["image_id"]: row["uri"] for row in read_rows(folder, "lookbook")}
@@ -74,15 +82,19 @@ def load_split(
             flush()
 
     for garment in garments:
-        add(_rgb(garment["uri"]), garment["garment_id"], garment, garment.get("text") or "")
+        add(rgb(garment["uri"]), garment["garment_id"], garment, garment.get("text") or "")
     for image_id in scenes:
-        scene = _rgb(uris[image_id])
+        scene = rgb(uris[image_id])
         for row in rows_by_scene[image_id]:
             box = np.array([row["x0"], row["y0"], row["x1"], row["y1"]], np.float32)
             box = boxes.pad_and_clip(box, box_padding, scene.width, scene.height)
             crop = Image.fromarray(boxes.crop_pixels(np.asarray(scene), box))
             garment = by_id.get(row["garment_id"])
             add(crop, row["garment_id"] if garment else "", garment or row, (garment or {}).get("text") or "")
+    for garment in garments if sketches else ():
+        text = f"{garment.get('text') or ''} {garment.get('colour') or ''}"
+        lines, _ = garment_sketch(np.asarray(rgb(garment["uri"])), text, sketches)
+        add(Image.fromarray(lines).convert("RGB"), garment["garment_id"], {"category": garment["category"]}, "")
     flush()
     return SplitImages(
         pixels=np.concatenate(pixels),

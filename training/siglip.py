@@ -115,15 +115,25 @@ def learning_rate_factor(step: int, progress: float, warmup_steps: int) -> float
 
 
 def recall_at_k(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
-    """Fraction of queries whose target is among their k nearest gallery rows by inner product.
+    """`recall_any_at_k` with one true match per query: `targets` (q,) int, its gallery row."""
+    positive = np.zeros((len(queries), len(gallery)), bool)
+    positive[np.arange(len(targets)), targets] = True
+    return recall_any_at_k(queries, gallery, positive, ks)
 
-    queries: (q, d) and gallery: (g, d) unit vectors; targets: (q,) int gallery row of each query's
-    true match. Ties rank the lower gallery row first.
+
+def recall_any_at_k(
+    queries: np.ndarray, gallery: np.ndarray, positive: np.ndarray, ks: Sequence[int]
+) -> dict[int, float]:
+    """Fraction of queries with a true match among their k nearest gallery rows by inner product.
+
+    queries: (q, d) and gallery: (g, d) unit vectors; positive: (q, g) bool, the true matches of
+    each query (a query with none never hits). Ties rank the lower gallery row first.
     """
     scores = queries @ gallery.T
-    target_scores = scores[np.arange(len(targets)), targets][:, None]
-    ahead = (scores > target_scores) | ((scores == target_scores) & (np.arange(len(gallery)) < targets[:, None]))
-    rank = ahead.sum(axis=1)  # 0: the target is first
+    best = np.where(positive, scores, -np.inf).argmax(axis=1)  # the first of the highest-scored matches
+    best_scores = scores[np.arange(len(best)), best][:, None]
+    ahead = (scores > best_scores) | ((scores == best_scores) & (np.arange(len(gallery)) < best[:, None]))
+    rank = np.where(positive.any(axis=1), ahead.sum(axis=1), len(gallery))  # 0: a true match is first
     return {k: float((rank < k).mean()) if len(rank) else 0.0 for k in ks}
 
 

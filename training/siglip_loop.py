@@ -72,6 +72,8 @@ class TrainSiglipConfig:
     vocabulary_prompts: bool = True  # each step also pairs every image with every zero-shot prompt of the
     # attributes the train split knows (all vocabulary values: absent ones become negatives)
     box_padding: float = 0.05  # as detector.box_padding in conf/mine.yaml
+    sketches: bool = False  # every garment's edge-map sketch (core.sketches) is also a view of it, knowing only its
+    # category: the vision tower learns sketch queries (quality.search) alongside photos
     max_train_scenes: int | None = None
     max_eval_scenes: int | None = 1000
     log_every: int = 25
