@@ -63,10 +63,9 @@ def query_fusion(cfg: MineConfig, dim: int) -> Fusion:
     return fusion
 
 
-def query_vectors(query: Query, siglip: SiglipModelWrapper, cfg: MineConfig) -> tuple[np.ndarray, np.ndarray | None]:
-    """The (dim,) unit query vector of `query` (see the module docstring), and its text's embedding
-    (None without a text). Images are read and decoded as lookbook images are, within the run's
-    uri allow-list and decode limits; QueryError says why one could not be."""
+def read_pictures(query: Query, cfg: MineConfig) -> list[np.ndarray]:
+    """The query's image and sketch (those given), read and decoded as lookbook images are: within
+    the run's uri allow-list and decode limits. QueryError says why one could not be."""
     pictures = []
     for uri in (query.image, query.sketch):
         if uri:
@@ -75,13 +74,21 @@ def query_vectors(query: Query, siglip: SiglipModelWrapper, cfg: MineConfig) -> 
             if shot.reason:
                 raise QueryError(f"{uri}: {shot.reason}: {shot.error}")
             pictures.append(shot.pixels)
-    if not pictures and not query.text:
+    return pictures
+
+
+def query_vectors(
+    pictures: list[np.ndarray], text: str | None, siglip: SiglipModelWrapper, cfg: MineConfig
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (dim,) unit query vector of `pictures` (RGB arrays; their embeddings averaged) and/or
+    `text` (see the module docstring), and the text's embedding (None without a text)."""
+    if not pictures and not text:
         raise QueryError("a query needs an image, a sketch or a text")
     vision = unit(siglip.embed_images(pictures).mean(axis=0)) if pictures else None
-    text = siglip.embed_texts([query.text])[0] if query.text else None
-    if vision is None or text is None:
-        return (text if vision is None else vision), text
-    return query_fusion(cfg, len(text))(vision, text), text
+    text_vector = siglip.embed_texts([text])[0] if text else None
+    if vision is None or text_vector is None:
+        return (text_vector if vision is None else vision), text_vector
+    return query_fusion(cfg, len(text_vector))(vision, text_vector), text_vector
 
 
 def searched(cfg: MineConfig, vector: np.ndarray, text: np.ndarray | None, k: int) -> Candidates:
@@ -110,25 +117,31 @@ def paired(cfg: MineConfig, crop_ids: list[str]) -> dict[str, dict]:
 
 
 def search(cfg: MineConfig, query: Query, k: int, siglip: SiglipModelWrapper | None = None) -> pa.Table:
-    """The top-k crops for `query` in the run of `cfg`, best first: rank, crop_id, image_id,
-    image_uri, box, score (cosine with the query vector), s_vlm (the query text, or vector, against
-    the crop's caption), and the garment paired with the crop (garment_id, garment_uri, tier; null
-    when no garment chose it). `siglip`: the run's embedder, loaded from `cfg` when None."""
+    """The top-k crops for `query` in the run of `cfg` (`found`). `siglip`: the run's embedder,
+    loaded from `cfg` when None."""
     siglip = siglip or SiglipModelWrapper(cfg.embedder, cfg.storage)
-    found = searched(cfg, *query_vectors(query, siglip, cfg), k)
-    valid = found.ids[0] >= 0
-    crop_ids = [c for c, ok in zip(found.crop_ids[0], valid) if ok]
+    return found(cfg, *query_vectors(read_pictures(query, cfg), query.text, siglip, cfg), k)
+
+
+def found(cfg: MineConfig, vector: np.ndarray, text: np.ndarray | None, k: int) -> pa.Table:
+    """The top-k crops for the query `vector` (and its `text` embedding), best first: rank,
+    crop_id, image_id, image_uri, box, score (cosine with the query vector), s_vlm (the query text,
+    or vector, against the crop's caption), and the garment paired with the crop (garment_id,
+    garment_uri, tier; null when no garment chose it)."""
+    shortlist = searched(cfg, vector, text, k)
+    valid = shortlist.ids[0] >= 0
+    crop_ids = [c for c, ok in zip(shortlist.crop_ids[0], valid) if ok]
     pairs = paired(cfg, crop_ids)
     pair = [pairs.get(c, {}) for c in crop_ids]
     return pa.table(
         {
             "rank": pa.array(np.arange(1, len(crop_ids) + 1), pa.int32()),
             "crop_id": crop_ids,
-            "image_id": found.image_ids[0][valid].tolist(),
-            "image_uri": found.image_uris[0][valid].tolist(),
-            "box": pa.array([b.tolist() for b in found.boxes[0][valid]], pa.list_(pa.float32(), 4)),
-            "score": pa.array(found.s_siglip[0][valid], pa.float32()),
-            "s_vlm": pa.array(found.s_vlm[0][valid], pa.float32()),
+            "image_id": shortlist.image_ids[0][valid].tolist(),
+            "image_uri": shortlist.image_uris[0][valid].tolist(),
+            "box": pa.array([b.tolist() for b in shortlist.boxes[0][valid]], pa.list_(pa.float32(), 4)),
+            "score": pa.array(shortlist.s_siglip[0][valid], pa.float32()),
+            "s_vlm": pa.array(shortlist.s_vlm[0][valid], pa.float32()),
             "garment_id": [p.get("garment_id") for p in pair],
             "garment_uri": [p.get("garment_uri") for p in pair],
             "tier": [p.get("tier") for p in pair],

@@ -7,16 +7,22 @@
   POST /api/undo                 {"reviewer"} -> {"undone": the row undone or null, "pair", "progress"}
   GET  /api/progress?reviewer=R  progress and per-tier precision estimates (review.queue.ReviewQueue.progress)
   GET  /api/image?garment_id=G&role=garment|lookbook   JPEG of a queued pair's image, box drawn
+  GET  /search                   the search page (review.search_page): sketch or picture, text, results
+  POST /api/search               {"picture": data URL or null, "text", "k"} -> {"results": top-k crops, "kind"}
+  GET  /api/search-image?crop_id=C&role=lookbook|garment   JPEG of a returned crop's image (box drawn)
+                                 or of the garment paired with it
 
-Images are named by a queued pair and a role, never by a uri or path: the only files the app
-reads are the uris of the pairs it serves (404 otherwise), and those within the allow-list of
-`core.storage.forbidden` (403). Requests whose Host header is not in `settings.allowed_hosts` are
-refused (a DNS-rebinding guard: the app has no login and binds 127.0.0.1 by default).
+Images are named by a queued pair (or a crop a search returned) and a role, never by a uri or
+path: the only files the app reads are the uris of the pairs and results it serves (404
+otherwise), and those within the allow-list of `core.storage.forbidden` (403). Requests whose
+Host header is not in `settings.allowed_hosts` are refused (a DNS-rebinding guard: the app has no
+login and binds 127.0.0.1 by default). Search needs the run's config.yaml and index (404 without).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -26,12 +32,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from quality.search import QueryError
 from review.page import page_for
 from review.queue import ROLES, ReviewQueue, ReviewSettings
 from review.render import ImageRefused, render
+from review.search import ROLES as SEARCH_ROLES
+from review.search import SearchService, SearchUnavailable
+from review.search_page import SEARCH_PAGE
 from review.store import DECISIONS, ReviewStore
 
 MAX_NAME = 64
+MAX_PICTURE_CHARS = 16 << 20  # a search picture's data URL; its decoded size is limited by the run's decode limits
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -50,6 +61,12 @@ class ReviewerBody(BaseModel):
     @classmethod
     def _reviewer(cls, value: str) -> str:
         return valid_reviewer(value)
+
+
+class SearchBody(BaseModel):
+    picture: str | None = Field(default=None, max_length=MAX_PICTURE_CHARS)
+    text: str = Field(default="", max_length=500)
+    k: int = 12
 
 
 class DecisionBody(ReviewerBody):
@@ -89,6 +106,20 @@ def create_app(run_dir: str | Path, db_path: str | Path, settings: ReviewSetting
         return {"pair": queue.next_for(reviewer), "progress": queue.progress(reviewer)}
 
     html = page_for(settings.reviewer)
+    try:
+        searcher: SearchService | None = SearchService(run_dir, queue.storage)
+    except SearchUnavailable as exc:
+        searcher, unavailable = None, str(exc)
+
+    def search_service() -> SearchService:
+        if searcher is None:
+            raise HTTPException(404, f"search is unavailable: {unavailable}")
+        return searcher
+
+    @functools.lru_cache(maxsize=256)
+    def result_image(crop_id: str, role: str) -> bytes:
+        uri, box = search_service().image_source(crop_id, role)
+        return render(uri, queue.storage, queue.decode, settings.max_side, box)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
@@ -115,17 +146,27 @@ def create_app(run_dir: str | Path, db_path: str | Path, settings: ReviewSetting
     def progress(reviewer: Annotated[str, Query()] = "") -> Response:
         return _json(queue.progress(reviewer.strip()))
 
+    @app.get("/search", response_class=HTMLResponse)
+    def search_page() -> HTMLResponse:
+        return HTMLResponse(SEARCH_PAGE, headers={**NO_STORE, "Content-Security-Policy": PAGE_POLICY})
+
+    @app.post("/api/search")
+    def search(body: SearchBody) -> Response:
+        try:
+            results = search_service().search(body.picture, body.text, body.k)
+        except QueryError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        kind = "+".join(name for name, given in (("picture", body.picture), ("text", body.text.strip())) if given)
+        keep = ("rank", "crop_id", "image_id", "score", "s_vlm", "garment_id", "tier")
+        return _json({"results": [{key: row[key] for key in keep} for row in results], "kind": kind})
+
+    @app.get("/api/search-image")
+    def search_image(crop_id: Annotated[str, Query(max_length=1024)], role: Annotated[str, Query()]) -> Response:
+        return _jpeg(lambda: result_image(crop_id, role), role, SEARCH_ROLES, "not an image of a search result")
+
     @app.get("/api/image")
     def pair_image(garment_id: Annotated[str, Query(max_length=1024)], role: Annotated[str, Query()]) -> Response:
-        if role not in ROLES:
-            raise HTTPException(404, f"role is one of {ROLES}")
-        try:
-            data = image(garment_id, role)
-        except KeyError as exc:
-            raise HTTPException(404, "not an image of this review's queue") from exc
-        except ImageRefused as exc:
-            raise HTTPException(exc.status, exc.reason) from exc
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+        return _jpeg(lambda: image(garment_id, role), role, ROLES, "not an image of this review's queue")
 
     return app
 
@@ -133,6 +174,20 @@ def create_app(run_dir: str | Path, db_path: str | Path, settings: ReviewSetting
 PAGE_POLICY = (
     "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"
 )
+
+
+def _jpeg(rendered: Callable[[], bytes], role: str, roles: tuple[str, ...], missing: str) -> Response:
+    """The JPEG `rendered()` returns; 404 for a role not in `roles` or a KeyError (`missing`),
+    the ImageRefused status otherwise."""
+    if role not in roles:
+        raise HTTPException(404, f"role is one of {roles}")
+    try:
+        data = rendered()
+    except KeyError as exc:
+        raise HTTPException(404, missing) from exc
+    except ImageRefused as exc:
+        raise HTTPException(exc.status, exc.reason) from exc
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 def _json(payload: dict) -> Response:

@@ -78,6 +78,7 @@ PAGE = """<!doctype html>
   <span class="run" id="run"></span>
   <div class="bar"><div class="track"><div class="fill" id="fill"></div></div>
     <div class="text" id="progress-text">loading</div></div>
+  <a href="/search" style="color:var(--muted)">search</a>
   <label class="who">reviewer <input id="reviewer" autocomplete="off" placeholder="your name"></label>
 </header>
 <main>

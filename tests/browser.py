@@ -4,12 +4,18 @@ Playwright's Python package, which never downloads a browser of its own here.
 `page` fixture: a fresh page; the test skips, saying why, where Chromium or Playwright is missing.
 `save_screenshot(page, name)`: a PNG under $LOOKBOOK_SCREENSHOTS (the README's pictures come from a
 run with LOOKBOOK_SCREENSHOTS=docs/screenshots), else under the test's temporary folder.
+`serving(app)`: the app on a free port of 127.0.0.1 for the browser, as `jobs.review` serves it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -62,3 +68,25 @@ def save_screenshot(page, name: str, fallback: Path, selector: str | None = None
     else:
         page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """The ASGI `app` served by uvicorn on a free port of 127.0.0.1, in a thread; yields its base url."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

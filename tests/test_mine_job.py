@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +18,7 @@ from PIL import Image
 from actors.embedder import SiglipModelWrapper
 from core import knowledge as kn
 from core import payload, schemas
-from core.config import load_config, run_config
+from core.config import SketchConfig, load_config, run_config
 from core.data_card import CARD
 from core.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
 from core.index import IndexManifest, sha256, work_shard_of
@@ -29,10 +30,12 @@ from pipeline.manifests import ManifestError
 from pipeline.stage import attempt_ledger
 from pipeline.tier_passes import assign
 from quality import evaluation
-from quality.search import Query, query_vectors, search
+from quality.search import Query, query_vectors, read_pictures, search
+from review.app import create_app
+from review.queue import ReviewSettings
 
 from .bad_files import png_declaring
-from .browser import save_screenshot
+from .browser import save_screenshot, serving
 from .conftest import REPO
 
 pytestmark = pytest.mark.ray
@@ -355,25 +358,34 @@ def brute_force_scores(crops: pa.Table, vector: np.ndarray) -> dict[str, float]:
     return dict(zip(crops["crop_id"].to_pylist(), (embeddings @ vector).tolist()))
 
 
-def test_search_returns_the_exact_top_k_over_every_shard_with_the_crops_pairs(run, inputs, tmp_path):
+@pytest.fixture(scope="module")
+def queries(run, tmp_path_factory) -> dict:
+    """The run's best-scored pair (`chosen`), its crop's pixels as `crop` (a PNG) and its garment's
+    sketch as `sketch` (a PNG)."""
+    folder = tmp_path_factory.mktemp("queries")
+    crops, pairs = read(run, schemas.CROPS_DIR), read(run, schemas.PAIRS_DIR)
+    chosen = pairs.filter(pc.is_valid(pairs["crop_id"])).sort_by([("score", "descending")]).to_pylist()[0]
+    crop = crops.filter(pc.equal(crops["crop_id"], chosen["crop_id"])).to_pylist()[0]
+    Image.open(crop["uri"]).convert("RGB").crop(tuple(crop["box"])).save(folder / "crop.png")
+    garment = np.asarray(Image.open(chosen["garment_uri"]).convert("RGB"))
+    Image.fromarray(edge_map(garment, equalise=False, cfg=SketchConfig())).save(folder / "sketch.png")
+    return {"chosen": chosen, "crop": folder / "crop.png", "sketch": folder / "sketch.png"}
+
+
+def test_search_returns_the_exact_top_k_over_every_shard_with_the_crops_pairs(run, queries, tmp_path):
     """quality.search over the run's 2 index shards against the cosine with every stored crop
     embedding, for a text, a crop image and a sketch-plus-text query; a crop that some garment
     chose carries that garment; jobs.search writes the table and the contact sheet."""
     cfg = run_config(str(run["output"]), ["search.k=5"])
     crops, pairs = read(run, schemas.CROPS_DIR), read(run, schemas.PAIRS_DIR)
-    chosen = pairs.filter(pc.is_valid(pairs["crop_id"])).sort_by([("score", "descending")]).to_pylist()[0]
-    crop = crops.filter(pc.equal(crops["crop_id"], chosen["crop_id"])).to_pylist()[0]
-    crop_path, sketch_path = tmp_path / "crop.png", tmp_path / "sketch.png"
-    Image.open(crop["uri"]).convert("RGB").crop(tuple(crop["box"])).save(crop_path)
-    garment = np.asarray(Image.open(chosen["garment_uri"]).convert("RGB"))
-    Image.fromarray(edge_map(garment, equalise=False, cfg=cfg.sketches)).save(sketch_path)
+    chosen, crop_path, sketch_path = queries["chosen"], queries["crop"], queries["sketch"]
     siglip = SiglipModelWrapper(cfg.embedder, cfg.storage)
     for query in (
         Query(text="a red dress"),
         Query(image=str(crop_path)),
         Query(sketch=str(sketch_path), text="a dress"),
     ):
-        vector, _ = query_vectors(query, siglip, cfg)
+        vector, _ = query_vectors(read_pictures(query, cfg), query.text, siglip, cfg)
         expected = brute_force_scores(crops, vector)
         found = search(cfg, query, 5, siglip).to_pylist()
         assert [r["rank"] for r in found] == [1, 2, 3, 4, 5]
@@ -390,3 +402,49 @@ def test_search_returns_the_exact_top_k_over_every_shard_with_the_crops_pairs(ru
     assert pq.read_table(out / "results.parquet").num_rows == 3 and html.count('class="card"') == 3
     with pytest.raises(SystemExit, match=FORBIDDEN_URI):  # outside storage.allowed_local_roots
         jobs_search.main([str(run["output"]), "--sketch", "/etc/hostname", "--text", "a dress"])
+
+
+def test_search_page_in_the_review_app_draws_uploads_and_shows_results(run, queries, page, tmp_path):
+    """The review app's search page in Chromium over the demo run: a drawn sketch plus a text gives
+    k result cards, best first, whose images load; an uploaded crop finds that crop first; the
+    app serves images of returned crops only."""
+    settings = ReviewSettings(storage=run_config(str(run["output"])).storage)
+    with serving(create_app(run["output"], tmp_path / "review.sqlite", settings)) as url:
+        page.set_default_timeout(30_000)
+        page.goto(f"{url}/search")
+        box = page.locator("#canvas").bounding_box()
+        page.mouse.move(box["x"] + 60, box["y"] + 40)
+        page.mouse.down()
+        for x, y in ((200, 40), (220, 220), (40, 220), (60, 40)):
+            page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
+        page.mouse.up()
+        page.fill("#text", "a dress")
+        page.fill("#k", "6")
+        page.click("#btn-search")
+        page.wait_for_selector("#results[data-version='1']")
+        assert "6 crops for picture+text" in page.inner_text("#status")
+        cards = page.locator("#results figure")
+        assert cards.count() == 6
+        scores = [float(t.split("\u00b7")[1]) for t in page.locator("#results figcaption b").all_inner_texts()]
+        assert scores == sorted(scores, reverse=True)
+        deadline = time.monotonic() + 30
+        while not all(i.evaluate("i => i.complete && i.naturalWidth > 0") for i in page.locator("#results img").all()):
+            assert time.monotonic() < deadline, "the results' images did not load"
+            time.sleep(0.05)
+        save_screenshot(page, "search", tmp_path)
+        returned = set(page.eval_on_selector_all("#results figure", "fs => fs.map(f => f.dataset.cropId)"))
+
+        page.set_input_files("#upload", str(queries["crop"]))
+        page.fill("#text", "")
+        page.wait_for_timeout(300)  # createImageBitmap draws the upload onto the canvas
+        page.click("#btn-search")
+        page.wait_for_selector("#results[data-version='2']")
+        assert cards.first.get_attribute("data-crop-id") == queries["chosen"]["crop_id"]
+
+        served = page.request.get(f"{url}/api/search-image?crop_id={queries['chosen']['crop_id']}&role=garment")
+        assert served.status == 200 and served.headers["content-type"] == "image/jpeg"
+        returned.update(page.eval_on_selector_all("#results figure", "fs => fs.map(f => f.dataset.cropId)"))
+        never = next(c for c in read(run, schemas.CROPS_DIR)["crop_id"].to_pylist() if c not in returned)
+        assert page.request.get(f"{url}/api/search-image?crop_id={never}&role=lookbook").status == 404
+        empty = page.request.post(f"{url}/api/search", data={"picture": None, "text": " ", "k": 3})
+        assert empty.status == 422 and "needs an image" in empty.text()

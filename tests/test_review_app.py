@@ -5,9 +5,7 @@ README's screenshot (`review.png`, see tests/browser.py)."""
 
 from __future__ import annotations
 
-import socket
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from jobs import review as review_job
 from review.app import create_app
 from review.store import read_labels
 
-from .browser import save_screenshot
+from .browser import save_screenshot, serving
 from .test_review import allowing, make_run
 
 QUEUE = 16  # 4 tiers x 2 bands x 2 pairs
@@ -28,26 +26,10 @@ TIMEOUT_MS = 15_000
 @pytest.fixture
 def served(tmp_path):
     """(base url, database path, run folder): the app over a small run, on a free port of 127.0.0.1."""
-    import uvicorn
-
     run = make_run(tmp_path)
     db = tmp_path / "review.sqlite"
-    app = create_app(run, db, allowing(tmp_path, per_stratum=2, bands=2))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", db, run
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(create_app(run, db, allowing(tmp_path, per_stratum=2, bands=2))) as url:
+        yield url, db, run
 
 
 def version(page) -> int:
