@@ -48,6 +48,12 @@ def read(row_id: str, uri: str, cfg: DecodeConfig, storage: StorageConfig) -> by
         return failed(UNREADABLE, f"{type(exc).__name__}: {exc}")
 
 
+def read_decoded(row_id: str, uri: str, cfg: DecodeConfig, storage: StorageConfig) -> Decoded:
+    """The file read (`read`) and decoded on the host (`core.images.decode`); `reason` says why not."""
+    data = read(row_id, uri, cfg, storage)
+    return data if isinstance(data, Decoded) else decode(data, cfg)
+
+
 def decode_on_device(files: list[bytes | Decoded], cfg: DecodeConfig, device: str) -> list[Decoded]:
     """Decode each file (bytes; a Decoded passes through) as `core.images.decode` does, the JPEGs
     that pass `inspect` in one batched `torchvision.io.decode_jpeg` call on `device`, then resized

@@ -7,10 +7,9 @@ import hashlib
 import cv2
 import numpy as np
 
-from actors.decoder import read
+from actors.decoder import read_decoded
 from core.batches import Batch, objects
 from core.config import DecodeConfig, SketchConfig
-from core.images import Decoded, decode
 from core.sketches import garment_sketch
 from core.storage import StorageConfig, join, write_bytes
 
@@ -28,11 +27,10 @@ def sketch_images(
     `error` where the shot could not be read or decoded (then no sketch, `sketch_uri` "")."""
     out = {k: [] for k in ("sketch_uri", "light", "reason", "error")}
     for garment_id, uri, text, colour in zip(batch["image_id"], batch["uri"], batch["text"], batch["colour"]):
-        data = read(garment_id, uri, decode_cfg, storage)
-        shot = data if isinstance(data, Decoded) else decode(data, decode_cfg)
+        shot = read_decoded(garment_id, uri, decode_cfg, storage)
         sketch_uri, light = "", False
         if not shot.reason:
-            lines, light = garment_sketch(shot.pixels, f"{text} {colour}", cfg)
+            lines, light = garment_sketch(shot.pixels, text, colour, cfg)
             _, png = cv2.imencode(".png", lines)
             sketch_uri = join(folder, sketch_name(garment_id))
             write_bytes(sketch_uri, png.tobytes(), storage)

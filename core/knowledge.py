@@ -9,11 +9,13 @@ turns a contingency table into support and lift.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
+from core.schemas import OCCASION_CONFIDENCE
 from core.vocab import ATTRIBUTES, OCCASION, UNKNOWN
 
 CONFIDENT = "confident"
@@ -35,13 +37,13 @@ def image_labels(crops: pd.DataFrame, min_confidence: float) -> pd.DataFrame:
     rows = []
     for image_id, group in crops.groupby("image_id", sort=False):
         known = group[group[OCCASION] != UNKNOWN]
-        best = int(np.argmax(known["occasion_confidence"].to_numpy())) if len(known) else None
+        best = int(np.argmax(known[OCCASION_CONFIDENCE].to_numpy())) if len(known) else None
         occasion = UNKNOWN if best is None else str(known[OCCASION].iloc[best])
-        confidence = 0.0 if best is None else float(known["occasion_confidence"].iloc[best])
+        confidence = 0.0 if best is None else float(known[OCCASION_CONFIDENCE].iloc[best])
         categories = sorted({str(c) for c in group[CATEGORY]} - {UNKNOWN})
         rows.append((str(image_id), occasion, confidence, confidence >= min_confidence, categories))
-    out = pd.DataFrame(rows, columns=["image_id", OCCASION, "occasion_confidence", CONFIDENT, "categories"])
-    out["occasion_confidence"] = out["occasion_confidence"].astype(np.float32)
+    out = pd.DataFrame(rows, columns=["image_id", OCCASION, OCCASION_CONFIDENCE, CONFIDENT, "categories"])
+    out[OCCASION_CONFIDENCE] = out[OCCASION_CONFIDENCE].astype(np.float32)
     out[COMBINATION] = out["categories"].apply(COMBINATION_SEPARATOR.join)
     return out
 
@@ -67,7 +69,7 @@ def combination_counts(images: pd.DataFrame) -> pd.DataFrame:
 def attribute_pair_counts(crops: pd.DataFrame, min_confidence: float) -> pd.DataFrame:
     """ATTRIBUTE_PAIR_KEYS + count: crops per pair of known values of two attributes (each pair of
     ATTRIBUTES once, in their order); `confident`: the crop's occasion_confidence >= min_confidence."""
-    confident = crops["occasion_confidence"] >= min_confidence
+    confident = crops[OCCASION_CONFIDENCE] >= min_confidence
     parts = []
     for a, b in combinations(ATTRIBUTES, 2):
         known = (crops[a] != UNKNOWN) & (crops[b] != UNKNOWN)
@@ -114,19 +116,17 @@ LABELS = "labels"  # which labels a stacked table row counts: CONFIDENT_LABELS o
 CONFIDENT_LABELS, ALL_LABELS = "confident", "all"
 
 
-def lift_table(counts: pd.DataFrame, keys: list[str], a: str, b: str, within: tuple[str, ...] = ()) -> pd.DataFrame:
-    """`with_lift` over confident labels only and over all labels, stacked with a LABELS column."""
-    parts = [
-        with_lift(restricted(counts, keys, only), a, b, within).assign(**{LABELS: name})
-        for name, only in ((CONFIDENT_LABELS, True), (ALL_LABELS, False))
-    ]
+def by_labels(table: Callable[[bool], pd.DataFrame]) -> pd.DataFrame:
+    """`table(confident_only)` over confident labels only and over all labels, stacked with a LABELS column."""
+    parts = [table(only).assign(**{LABELS: name}) for name, only in ((CONFIDENT_LABELS, True), (ALL_LABELS, False))]
     return pd.concat(parts, ignore_index=True)
+
+
+def lift_table(counts: pd.DataFrame, keys: list[str], a: str, b: str, within: tuple[str, ...] = ()) -> pd.DataFrame:
+    """`with_lift` over confident labels only and over all labels (`by_labels`)."""
+    return by_labels(lambda only: with_lift(restricted(counts, keys, only), a, b, within))
 
 
 def combination_table(counts: pd.DataFrame, per_occasion: int) -> pd.DataFrame:
-    """`top_combinations` over confident labels only and over all labels, stacked with a LABELS column."""
-    parts = [
-        top_combinations(restricted(counts, COMBINATION_KEYS, only), per_occasion).assign(**{LABELS: name})
-        for name, only in ((CONFIDENT_LABELS, True), (ALL_LABELS, False))
-    ]
-    return pd.concat(parts, ignore_index=True)
+    """`top_combinations` over confident labels only and over all labels (`by_labels`)."""
+    return by_labels(lambda only: top_combinations(restricted(counts, COMBINATION_KEYS, only), per_occasion))

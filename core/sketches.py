@@ -36,7 +36,7 @@ def edge_map(pixels: np.ndarray, equalise: bool, cfg: SketchConfig) -> np.ndarra
         tiles = (cfg.clahe_tiles, cfg.clahe_tiles)
         grey = cv2.createCLAHE(clipLimit=cfg.clahe_clip, tileGridSize=tiles).apply(grey)
     edges = cv2.Canny(cv2.GaussianBlur(grey, (5, 5), 0), cfg.canny_low, cfg.canny_high)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
     kept = stats[:, cv2.CC_STAT_AREA] >= cfg.min_line_px
     kept[0] = False  # the background component
     width = max(1, round(cfg.line_width * max(grey.shape)))
@@ -44,8 +44,10 @@ def edge_map(pixels: np.ndarray, equalise: bool, cfg: SketchConfig) -> np.ndarra
     return np.where(lines > 0, 0, WHITE).astype(np.uint8)
 
 
-def garment_sketch(pixels: np.ndarray, text: str, cfg: SketchConfig) -> tuple[np.ndarray, bool]:
+def garment_sketch(
+    pixels: np.ndarray, text: str | None, colour: str | None, cfg: SketchConfig
+) -> tuple[np.ndarray, bool]:
     """A product shot's sketch as jobs.make_sketches draws it, and whether it was equalised (when
-    `cfg.equalise` and the garment `is_light` by `text`, its catalogue text and colour, or its shot)."""
-    light = bool(cfg.equalise and is_light(text, pixels, cfg))
+    `cfg.equalise` and the garment `is_light` by its catalogue `text` and `colour`, or its shot)."""
+    light = bool(cfg.equalise and is_light(f"{text or ''} {colour or ''}", pixels, cfg))
     return edge_map(pixels, light, cfg), light

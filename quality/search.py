@@ -17,14 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from actors.decoder import read
+from actors.decoder import read_decoded
 from actors.embedder import SiglipModelWrapper
 from actors.scorer import IndexShardSearcher
 from core import index as shard_index
 from core.candidates import Candidates
 from core.config import MineConfig, ModelSpec
 from core.fusion import Fusion, unit
-from core.images import Decoded, decode
+from core.images import Decoded
 from core.models import resolve
 from core.schemas import INDEX_DIR, PAIRS_DIR
 from core.storage import filesystem, join
@@ -69,12 +69,15 @@ def read_pictures(query: Query, cfg: MineConfig) -> list[np.ndarray]:
     pictures = []
     for uri in (query.image, query.sketch):
         if uri:
-            data = read("query", uri, cfg.decode, cfg.storage)
-            shot = data if isinstance(data, Decoded) else decode(data, cfg.decode)
-            if shot.reason:
-                raise QueryError(f"{uri}: {shot.reason}: {shot.error}")
-            pictures.append(shot.pixels)
+            pictures.append(query_pixels(read_decoded("query", uri, cfg.decode, cfg.storage), uri))
     return pictures
+
+
+def query_pixels(shot: Decoded, what: str) -> np.ndarray:
+    """The pixels of a decoded query picture; QueryError naming `what` and the reason when it has none."""
+    if shot.reason:
+        raise QueryError(f"{what}: {shot.reason}: {shot.error}")
+    return shot.pixels
 
 
 def query_vectors(

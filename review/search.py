@@ -19,7 +19,7 @@ from core.config import run_config
 from core.images import decode
 from core.schemas import INDEX_DIR
 from core.storage import StorageConfig
-from quality.search import QueryError, found, query_vectors
+from quality.search import QueryError, found, query_pixels, query_vectors
 
 MAX_SERVED = 4096  # result crops whose images may be fetched
 MAX_K = 100
@@ -69,9 +69,7 @@ class SearchService:
         pictures = []
         if picture:
             shot = decode(picture_bytes(picture, self.cfg.decode.max_bytes), self.cfg.decode)
-            if shot.reason:
-                raise QueryError(f"the picture: {shot.reason}: {shot.error}")
-            pictures.append(shot.pixels)
+            pictures.append(query_pixels(shot, "the picture"))
         rows = found(self.cfg, *query_vectors(pictures, text.strip() or None, self.siglip, self.cfg), k).to_pylist()
         for row in rows:
             self.served[row["crop_id"]] = row

@@ -92,8 +92,7 @@ def load_split(
             garment = by_id.get(row["garment_id"])
             add(crop, row["garment_id"] if garment else "", garment or row, (garment or {}).get("text") or "")
     for garment in garments if sketches else ():
-        text = f"{garment.get('text') or ''} {garment.get('colour') or ''}"
-        lines, _ = garment_sketch(np.asarray(rgb(garment["uri"])), text, sketches)
+        lines, _ = garment_sketch(np.asarray(rgb(garment["uri"])), garment.get("text"), garment.get("colour"), sketches)
         add(Image.fromarray(lines).convert("RGB"), garment["garment_id"], {"category": garment["category"]}, "")
     flush()
     return SplitImages(

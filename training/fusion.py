@@ -67,7 +67,7 @@ def embed_garments(folder: str, siglip: SiglipModelWrapper, cfg: SketchConfig, c
         pixels, drawn, undrawn = [], [], []
         for row in rows[start : start + chunk]:
             shot = np.asarray(rgb(row["uri"]))
-            lines, equalise = garment_sketch(shot, f"{row.get('text') or ''} {row.get('colour') or ''}", cfg)
+            lines, equalise = garment_sketch(shot, row.get("text"), row.get("colour"), cfg)
             unequalised = edge_map(shot, False, cfg) if equalise else lines
             pixels.append(shot)
             drawn.append(np.repeat(lines[..., None], 3, axis=-1))
