@@ -21,7 +21,7 @@ from core.config import DetectorConfig
 from core.images import EMPTY, NO_GARMENT, fitted_size
 from core.models import ModelLoadError, resolve, torch_device
 from core.pixels import as_array, as_tensor
-from core.schemas import ERROR, REASON
+from core.schemas import ERROR, REASON, SCENE_CLASS
 from core.steps import FORWARD, POSTPROCESS, PREPROCESS, StepTimer
 from core.storage import StorageConfig
 
@@ -113,7 +113,7 @@ def crop_rows(
     picked = [
         (boxes.pad_and_clip(found[i] / scale, cfg.box_padding, width, height), scores[i], classes[i]) for i in keep
     ]
-    base = {**{k: v for k, v in row.items() if k not in IMAGE_COLUMNS}, REASON: "", ERROR: ""}
+    base = good_base(row)
     if not picked and cfg.no_detection == "skip":
         return [
             {
@@ -141,6 +141,26 @@ def crop_rows(
         }
         for k, ((box, score, cls), crop) in enumerate(zip(picked, crops))
     ]
+
+
+def good_base(row: dict) -> dict:
+    """The columns a decoded image row passes on to its crop rows, marked good."""
+    return {**{k: v for k, v in row.items() if k not in IMAGE_COLUMNS}, REASON: "", ERROR: ""}
+
+
+def scene_row(row: dict, image: torch.Tensor, max_side: int) -> dict:
+    """The scene row of a decoded image row: the whole image, shrunk to fit `max_side`, as a crop of
+    class SCENE_CLASS with id `<image_id>:scene`, so that the models after the detector describe the
+    image itself (the sink writes it to SCENES_DIR, not among the crops)."""
+    whole = np.array([0, 0, image.shape[2], image.shape[1]], np.float32)
+    return {
+        **good_base(row),
+        "crop_id": f"{row['image_id']}:scene",
+        "box": boxes.whole_image(int(row["width"]), int(row["height"])),
+        "det_score": 0.0,
+        "det_class": SCENE_CLASS,
+        "crop": cut_crops(image, [whole], max_side)[0],
+    }
 
 
 def passthrough_row(row: dict) -> dict:
@@ -177,7 +197,8 @@ def to_batch(rows: list[dict], on_device: bool) -> Batch:
 
 class CropDetector:
     """Ray Data stage: decoded image rows in (`image`: host arrays or tensors), crop rows out (see
-    `crop_rows`); quarantined image rows pass through as one quarantined crop row each. `crop`
+    `crop_rows`), then with `scene_rows` the image's `scene_row` where it has good crops;
+    quarantined image rows pass through as one quarantined crop row each. `crop`
     pixels are (h, w, 3) host arrays, or with `on_device` (3, h, w) tensors left on the detector's
     device for the next model in the same process. Uploading the images counts as `preprocess`,
     letterboxing and YOLO as `forward`, cutting and shrinking the crops as `postprocess`."""
@@ -200,5 +221,12 @@ class CropDetector:
         with self.timer(POSTPROCESS):
             out = []
             for row, ok in zip(rows, good):
-                out.extend(crop_rows(row, *next(detections), self.cfg) if ok else [passthrough_row(row)])
+                if not ok:
+                    out.append(passthrough_row(row))
+                    continue
+                image, found = next(detections)
+                crops = crop_rows(row, image, found, self.cfg)
+                out.extend(crops)
+                if self.cfg.scene_rows and crops[0][REASON] == "":
+                    out.append(scene_row(row, image, self.cfg.crop_max_side))
             return to_batch(out, self.on_device)

@@ -16,7 +16,8 @@ Parts, each timed after a warm-up, CUDA synchronised around the timed loop:
   (`actors.decoder.decode_images`) by `--decode-workers` threads or processes ahead of the actor. Models: a
   full-size SigLIP-B/16 (both towers, text 64 tokens, random weights, written to a temporary folder) and
   YOLOv8n from its yaml at 640 px (random weights; `detector.min_score` 0, so each image gives up to
-  `detector.max_crops` crops: the most embedding work per image). images/s = rows / wall seconds of the loop.
+  `detector.max_crops` crops, and its scene row: the most embedding work per image). images/s = rows / wall
+  seconds of the loop; crops/s counts crops, not scene rows.
   Then the same rows with `decode.device` set to the device: the actor reads its rows and decodes the JPEGs
   in batches with torchvision (nvJPEG on a GPU), no decode workers (`fused_device_decode_images_per_s`).
 - `faiss`: with a GPU build of faiss, the index `core.index_plan` picks for 1e6 x 768 float16 embeddings
@@ -311,8 +312,9 @@ def part_fused(args: argparse.Namespace, device: str, workdir: Path) -> dict:
     from actors.fused import FusedLookbookModels
     from core.batches import concat
     from core.config import CONF_DIR, load_config
-    from core.schemas import REASON
+    from core.schemas import REASON, SCENE_CLASS
 
+    crop_reasons = lambda out: out[REASON][out["det_class"] != SCENE_CLASS]  # noqa: E731  (scene rows are no crops)
     started = time.perf_counter()
     megapixels = [0.02, 0.05] if args.dry_run else [1.0, 2.0, 3.0, 4.0]
     jpegs = make_jpegs(workdir / "jpegs", args.jpegs, megapixels, max(args.decode_workers))
@@ -358,11 +360,11 @@ def part_fused(args: argparse.Namespace, device: str, workdir: Path) -> dict:
                 waiting += time.perf_counter() - tick
                 pending.append(part)
                 if sum(len(p["uri"]) for p in pending) >= batch_size:
-                    reasons.append(actor(concat(pending))[REASON])
+                    reasons.append(crop_reasons(actor(concat(pending))))
                     pending = []
                 tick = time.perf_counter()
             if pending:
-                reasons.append(actor(concat(pending))[REASON])
+                reasons.append(crop_reasons(actor(concat(pending))))
             sync(device)
             seconds = time.perf_counter() - start
         reasons = np.concatenate(reasons)

@@ -178,13 +178,15 @@ def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) 
             tick = _lap(seconds, "embed", tick)
             batch = concat([describer(b) for b in slices(batch, cfg.captioner.pool.batch_size)])
             tick = _lap(seconds, "describe", tick)
-            good = batch[REASON] == ""
-            crops, quarantined = crops + int(good.sum()), quarantined + int((~good).sum())
-            rows = {k: v[good] for k, v in batch.items() if k != "crop"}
-            pq.write_table(
-                arrow.table(rows, schemas.crops(rows["embedding"].shape[1], cfg.embedder.store_dtype)),
-                output / f"part-{part:06d}.parquet",
-            )
+            good, scene = batch[REASON] == "", batch["det_class"] == schemas.SCENE_CLASS
+            crops, quarantined = crops + int((good & ~scene).sum()), quarantined + int((~good).sum())
+            for rows, schema, folder in (
+                (good & ~scene, schemas.crops(batch["embedding"].shape[1], cfg.embedder.store_dtype), "crops"),
+                (good & scene, schemas.SCENES, "scenes"),
+            ):
+                (output / folder).mkdir(exist_ok=True)
+                columns = {k: v[rows] for k, v in batch.items() if k != "crop"}
+                pq.write_table(arrow.table(columns, schema), output / folder / f"part-{part:06d}.parquet")
             _lap(seconds, "write", tick)
         end = monitor.mark()
     steps = {stage: model.timer.take() for stage, model in models.items()}

@@ -75,7 +75,9 @@ class DecodeConfig:
 @dataclass
 class DetectorConfig:
     """Garment-region detection: boxes with score >= `min_score`, at most `max_crops` per image.
-    `enabled` false skips the detector: every lookbook image is one whole-image crop."""
+    `enabled` false skips the detector: every lookbook image is one whole-image crop. `scene_rows`:
+    each image with crops also passes on itself, shrunk like a crop, so that the describe stage
+    labels the whole image (its occasion; `scenes/`)."""
 
     enabled: bool = True
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -87,6 +89,7 @@ class DetectorConfig:
     box_padding: float = 0.05
     crop_max_side: int = 384
     no_detection: str = "whole_image"
+    scene_rows: bool = True
     device: str = "auto"
     half: bool = True
     pool: PoolConfig = field(default_factory=PoolConfig)

@@ -20,6 +20,7 @@ from core.vocab import ATTRIBUTES, OCCASION, UNKNOWN
 
 CONFIDENT = "confident"
 COUNT = "count"
+SCENE = "scene"  # input column of `image_labels`: the row is an image's scene row (schemas.SCENES)
 CATEGORY = "category"
 COMBINATION = "combination"  # an image's distinct known categories, sorted, joined by COMBINATION_SEPARATOR
 COMBINATION_SEPARATOR = " + "
@@ -29,20 +30,23 @@ ATTRIBUTE_PAIR_KEYS = ["attribute_a", "value_a", "attribute_b", "value_b", CONFI
 COMBINATION_KEYS = [OCCASION, COMBINATION, CONFIDENT]
 
 
-def image_labels(crops: pd.DataFrame, min_confidence: float) -> pd.DataFrame:
-    """One row per image of `crops` (image_id, the attributes, occasion_confidence; every crop of an
-    image must be there): its occasion, that of its most confident crop with a known occasion
-    (ties: the first), `occasion_confidence` (0 with none: UNKNOWN), `confident`, its distinct
-    known `categories` (sorted) and their `combination`."""
-    rows = []
-    for image_id, group in crops.groupby("image_id", sort=False):
-        known = group[group[OCCASION] != UNKNOWN]
+def image_labels(rows: pd.DataFrame, min_confidence: float) -> pd.DataFrame:
+    """One row per image of `rows` (image_id, the attributes, occasion_confidence, and SCENE: whether
+    the row is the image's scene row, its describe-stage label as a whole; every row of an image
+    must be there): its occasion, that of its scene row where it has one, else that of its most
+    confident crop with a known occasion (ties: the first), `occasion_confidence` (0 with none:
+    UNKNOWN), `confident`, its crops' distinct known `categories` (sorted) and their `combination`."""
+    out_rows = []
+    for image_id, group in rows.groupby("image_id", sort=False):
+        scene, crops = group[group[SCENE]], group[~group[SCENE]]
+        labelled = scene if len(scene) else crops
+        known = labelled[labelled[OCCASION] != UNKNOWN]
         best = int(np.argmax(known[OCCASION_CONFIDENCE].to_numpy())) if len(known) else None
         occasion = UNKNOWN if best is None else str(known[OCCASION].iloc[best])
         confidence = 0.0 if best is None else float(known[OCCASION_CONFIDENCE].iloc[best])
-        categories = sorted({str(c) for c in group[CATEGORY]} - {UNKNOWN})
-        rows.append((str(image_id), occasion, confidence, confidence >= min_confidence, categories))
-    out = pd.DataFrame(rows, columns=["image_id", OCCASION, OCCASION_CONFIDENCE, CONFIDENT, "categories"])
+        categories = sorted({str(c) for c in crops[CATEGORY]} - {UNKNOWN})
+        out_rows.append((str(image_id), occasion, confidence, confidence >= min_confidence, categories))
+    out = pd.DataFrame(out_rows, columns=["image_id", OCCASION, OCCASION_CONFIDENCE, CONFIDENT, "categories"])
     out[OCCASION_CONFIDENCE] = out[OCCASION_CONFIDENCE].astype(np.float32)
     out[COMBINATION] = out["categories"].apply(COMBINATION_SEPARATOR.join)
     return out

@@ -15,6 +15,7 @@ OCCASION_CONFIDENCE = "occasion_confidence"  # a crop's probability of its occas
 # A run's output folder: one folder per table, and the job stages that name commit markers,
 # quarantine folders (quarantine/<stage>) and metrics.
 CROPS_DIR, INDEX_DIR, SCORED_DIR, PAIRS_DIR, QUARANTINE_DIR = "crops", "index", "scored", "pairs", "quarantine"
+SCENES_DIR = "scenes"  # one row per lookbook image with crops: the describe stage's labels of the whole image
 LOOKBOOK, GARMENTS, TIERING = "lookbook", "garments", "tiering"
 GARMENT_IDS = ("garment_id", "garment_uri")  # id and uri columns of scored garment rows
 
@@ -56,6 +57,21 @@ def crops(dim: int, dtype: str = "float32") -> pa.Schema:
             ("caption_embedding", embedding(dim, dtype)),
         ]
     )
+
+
+SCENE_CLASS = -2  # det_class of a scene row: the whole lookbook image, labelled beside its crops
+
+# One row per lookbook image that has crops: the describe stage's caption and attributes of the
+# whole image (its `occasion`, with OCCASION_CONFIDENCE, is the image's label).
+SCENES = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("uri", pa.string()),
+        ("caption", pa.string()),
+        *((name, pa.string()) for name in ATTRIBUTES),
+        (OCCASION_CONFIDENCE, pa.float32()),
+    ]
+)
 
 
 def crops_of(batch: dict, dtype: str) -> pa.Schema:

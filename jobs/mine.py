@@ -25,7 +25,7 @@ from actors.scorer import ShardCandidates, best_match
 from core import schemas
 from core.config import MineConfig, config_hash, load_config
 from core.index import IndexManifest, load_manifest
-from core.schemas import CROPS_DIR, GARMENT_IDS, GARMENTS, INDEX_DIR, LOOKBOOK, SCORED_DIR
+from core.schemas import CROPS_DIR, GARMENT_IDS, GARMENTS, INDEX_DIR, LOOKBOOK, SCENE_CLASS, SCENES_DIR, SCORED_DIR
 from core.steps import DECODE, POSTPROCESS, PREPROCESS
 from core.storage import join, make_dirs
 from core.tiering import TIERS, UNMATCHED
@@ -35,6 +35,7 @@ from pipeline.driver import connect, report, timed, totals
 from pipeline.executor import ShardedStage, Step, run_in_shards
 from pipeline.manifests import check_unique_ids, read_manifest, shard_digests
 from pipeline.metrics import CROPS_DETECTED, CROPS_EMBEDDED, GARMENTS_SCORED, IMAGES_READ
+from pipeline.sink import SideTable
 from pipeline.stage import AttemptGuard, attempt_ledger, map_actors, map_tasks
 from pipeline.tier_passes import tier_pairs
 
@@ -122,7 +123,8 @@ def validate(cfg: MineConfig) -> dict[str, int]:
 def mine_lookbook(cfg: MineConfig, ledger: ActorHandle) -> tuple[dict[int, ShardCommit], int]:
     manifest = read_manifest(cfg.lookbook, "image_id", (), cfg.work.shards, cfg.storage)
     schema = partial(schemas.crops_of, dtype=cfg.embedder.store_dtype)
-    stage = ShardedStage(LOOKBOOK, lookbook_steps(cfg), CROPS_DIR, schema, ("image_id", "uri"))
+    scenes = SideTable(SCENES_DIR, schemas.SCENES, "det_class", SCENE_CLASS)
+    stage = ShardedStage(LOOKBOOK, lookbook_steps(cfg), CROPS_DIR, schema, ("image_id", "uri"), scenes)
     return run_in_shards(stage, manifest, shard_digests(manifest, cfg.work.shards), cfg, ledger)
 
 
@@ -150,7 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
     with timed(seconds, "tiering"):
         tiers = tier_pairs(cfg, scored)
     (crop_rows, lookbook_quarantine), (scored_rows, garment_quarantine) = totals(crops), totals(scored)
-    counts.update(crops=crop_rows, index_rows=index.rows, index_shards=len(index.shards), garments_scored=scored_rows)
+    scenes = sum(shard.side_rows for shard in crops.values())
+    counts.update(crops=crop_rows, scenes=scenes, index_rows=index.rows, index_shards=len(index.shards))
+    counts.update(garments_scored=scored_rows)
     processed = {"lookbook_processed": lookbook_processed, "garments_processed": garments_processed}
     return report(cfg, {
         "counts": counts,

@@ -43,6 +43,7 @@ class ShardCommit:
     output) with its size in bytes; and what it was made from (`inputs`)."""
 
     rows: int = 0
+    side_rows: int = 0  # good rows written to the stage's side table (`sink.SideTable`), not among `rows`
     quarantined: dict[str, int] = field(default_factory=dict)
     by_value: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)

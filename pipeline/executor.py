@@ -22,7 +22,7 @@ from core.schemas import SHARD
 from pipeline import commits
 from pipeline.commits import ShardCommit
 from pipeline.progress import ProgressLog, StageProgress, log_interval
-from pipeline.sink import ShardTables, merge
+from pipeline.sink import ShardTables, SideTable, merge
 from pipeline.stage import AttemptGuard
 
 COMMIT = "commit"  # the column of a write task's result: a shard's ShardCommit as JSON
@@ -34,13 +34,14 @@ class ShardedStage:
     """A job stage: its `name` (commit markers, quarantine folder, metrics, attempt scope), the
     `steps` that turn manifest rows into output rows, the output `table` folder, the `schema` of
     its good rows (or a function of a batch giving it), and the id and uri columns of its output
-    rows (what its quarantine rows record)."""
+    rows (what its quarantine rows record); `side`, where some good rows go instead (`sink.SideTable`)."""
 
     name: str
     steps: tuple[Step, ...]
     table: str
     schema: pa.Schema | Callable[[Batch], pa.Schema]
     ids: tuple[str, str]
+    side: SideTable | None = None
 
 
 def run_in_shards(
@@ -59,8 +60,7 @@ def run_in_shards(
     committed = commits.committed(cfg.output, stage.name, cfg.work.shards, cfg.storage)
     done = {k: shard for k, shard in committed.items() if shard.inputs == inputs[k]}
     pending = [k for k in range(cfg.work.shards) if k not in done]
-    tables = ShardTables(cfg.output, stage.table, stage.schema, stage.name, *stage.ids, cfg.storage)
-    folders = (stage.table, tables.quarantine)
+    tables = ShardTables(cfg.output, stage.table, stage.schema, stage.name, *stage.ids, cfg.storage, side=stage.side)
     interval = log_interval(cfg.progress_interval_s, cfg.progress, sys.stdout.isatty())
     with ProgressLog(StageProgress(stage.name, cfg.work.shards, len(done)), interval) as progress:
         if not pending:
@@ -74,7 +74,7 @@ def run_in_shards(
                 shard = unfinished.popleft()
                 done[shard] = written.pop(shard, ShardCommit())
                 done[shard].inputs = inputs[shard]
-                for folder in folders:
+                for folder in tables.folders:
                     commits.sweep(cfg.output, commits.shard_dir(folder, shard), done[shard].files, cfg.storage)
                 commits.commit(cfg.output, stage.name, shard, done[shard], cfg.storage)
                 progress.rows += done[shard].rows

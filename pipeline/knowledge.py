@@ -10,17 +10,19 @@ from functools import partial
 
 import pandas as pd
 import ray
+from pyarrow.fs import FileType
 from ray.data import Dataset
+from ray.data.expressions import lit
 
 from core import knowledge as kn
 from core.config import KnowledgeConfig
-from core.schemas import CROPS_DIR, OCCASION_CONFIDENCE
+from core.schemas import CROPS_DIR, OCCASION_CONFIDENCE, SCENES_DIR
 from core.storage import StorageConfig, filesystem, join
 from core.vocab import ATTRIBUTES
 
 KNOWLEDGE_DIR = "knowledge"  # in the run's output folder
 IMAGES_DIR = "images"  # in KNOWLEDGE_DIR: one row per lookbook image (kn.image_labels)
-CROP_COLUMNS = ["image_id", *ATTRIBUTES, OCCASION_CONFIDENCE]
+LABEL_COLUMNS = ["image_id", *ATTRIBUTES, OCCASION_CONFIDENCE]  # of crops and scene rows
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,24 @@ def summed(ds: Dataset, counts: Callable[[pd.DataFrame], pd.DataFrame], keys: li
     return total.sort_values(keys, ignore_index=True) if len(total) else pd.DataFrame(columns=[*keys, kn.COUNT])
 
 
+def labelled_rows(crops: Dataset, output: str, storage: StorageConfig) -> Dataset:
+    """The run's `crops` (LABEL_COLUMNS), and its scene rows where it has them (a run before
+    SCENES_DIR has none), as the input of `core.knowledge.image_labels`."""
+    rows = crops.with_column(kn.SCENE, lit(False))
+    fs, scenes = filesystem(join(output, SCENES_DIR), storage)
+    if fs.get_file_info(scenes).type == FileType.Directory:
+        rows = rows.union(read(join(output, SCENES_DIR), storage, LABEL_COLUMNS).with_column(kn.SCENE, lit(True)))
+    return rows
+
+
 def run_knowledge(output: str, storage: StorageConfig, cfg: KnowledgeConfig) -> KnowledgeTables:
     """Label every image of the run at `output` (written to KNOWLEDGE_DIR/IMAGES_DIR, replacing an
     earlier one) and sum the co-occurrence tables."""
-    crops = read(join(output, CROPS_DIR), storage, CROP_COLUMNS)
+    crops = read(join(output, CROPS_DIR), storage, LABEL_COLUMNS)
     images_uri = join(output, KNOWLEDGE_DIR, IMAGES_DIR)
     labels = partial(kn.image_labels, min_confidence=cfg.min_confidence)
     fs, images_path = filesystem(images_uri, storage)
-    crops.groupby("image_id").map_groups(labels, batch_format="pandas").write_parquet(
+    labelled_rows(crops, output, storage).groupby("image_id").map_groups(labels, batch_format="pandas").write_parquet(
         images_path, filesystem=fs, mode="overwrite"
     )
     images = read(images_uri, storage)

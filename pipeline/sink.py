@@ -26,13 +26,25 @@ WRITER = "SplitParquetSink"  # the operator name of the write step in the metric
 
 
 @dataclass(frozen=True)
+class SideTable:
+    """Good rows whose `column` equals `value` go to the `table` folder with `schema` instead of the
+    stage's table; their count is the commit's `side_rows`."""
+
+    table: str
+    schema: pa.Schema
+    column: str
+    value: object
+
+
+@dataclass(frozen=True)
 class ShardTables:
     """Where a stage's rows go: good rows (empty `reason`) of work shard K to
     `<output>/<table>/shard=K/<part>.parquet` with `schema` (or `schema(batch)`), quarantined rows
     to `<output>/quarantine/<stage>/shard=K/<part>.parquet` (QUARANTINE schema, with `stage`; user
     info in a uri redacted, see `storage.redact`). Rows without a `shard` column belong to shard
     0; without `reason`, all are good. With `value_metric` (a counter of `pipeline.metrics` tagged
-    by the `count_by` column) good rows are also counted per value."""
+    by the `count_by` column) good rows are also counted per value; with `side` some good rows go
+    to a side table instead (`SideTable`)."""
 
     output: str
     table: str
@@ -43,10 +55,16 @@ class ShardTables:
     storage: StorageConfig
     count_by: str | None = None
     value_metric: str | None = None
+    side: SideTable | None = None
 
     @property
     def quarantine(self) -> str:
         return f"{QUARANTINE_DIR}/{self.stage}"
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """Every folder this stage writes shard files into."""
+        return (self.table, self.quarantine, *((self.side.table,) if self.side else ()))
 
     def write(self, batches: Iterable[Batch], part: str) -> dict[int, ShardCommit]:
         """Write the rows of `batches` as one file `<part>.parquet` per shard and table; per shard,
@@ -64,6 +82,12 @@ class ShardTables:
                 here = shards == shard
                 good, bad = here & (reasons == ""), here & (reasons != "")
                 counts = done[shard]
+                if self.side and (aside := good & (batch[self.side.column] == self.side.value)).any():
+                    rows = {k: v[aside] for k, v in batch.items()}
+                    parts[shard, self.side.table].append(arrow.table(rows, self.side.schema))
+                    counts.side_rows += int(aside.sum())
+                    metrics.count(metrics.ROWS_WRITTEN, int(aside.sum()), stage=self.stage, table=self.side.table)
+                    good &= ~aside
                 if good.any():
                     rows = {k: v[good] for k, v in batch.items()}
                     parts[shard, self.table].append(arrow.table(rows, self.table_schema(batch)))
@@ -123,6 +147,7 @@ def merge(totals: dict[int, ShardCommit], per_shard: dict[int, ShardCommit]) -> 
     for shard, counts in per_shard.items():
         total = totals.setdefault(shard, ShardCommit())
         total.rows += counts.rows
+        total.side_rows += counts.side_rows
         _add(total.quarantined, counts.quarantined)
         _add(total.by_value, counts.by_value)
         total.files.extend(counts.files)

@@ -66,8 +66,8 @@ def knowledge_html(
             "occasions",
             "Occasion x category",
             page.note(
-                f"{images:,} images; an image's occasion is that of its most confident crop. Lift: how much more "
-                "often than by chance an occasion's images hold the category (1: independent)."
+                f"{images:,} images; an image's occasion is the describe stage's label of the whole image. "
+                "Lift: how much more often than by chance an occasion's images hold the category (1: independent)."
             )
             + heatmaps(category_occasion, "category", OCCASION, "occasion x category"),
         )

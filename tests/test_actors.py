@@ -23,7 +23,7 @@ from core.config import DecodeConfig, ModelSpec, load_config
 from core.images import NO_GARMENT, NOT_FOUND
 from core.models import ModelLoadError, resolve
 from core.pixels import as_array, as_tensor
-from core.schemas import ERROR, OCCASION_CONFIDENCE, REASON
+from core.schemas import ERROR, OCCASION_CONFIDENCE, REASON, SCENE_CLASS
 from core.steps import DECODE, FORWARD, POSTPROCESS, PREPROCESS
 from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES, UNKNOWN
@@ -106,11 +106,16 @@ def test_crops_cut_on_the_device_equal_pillow_thumbnails(cfg):
 def test_crop_rows_keep_ids_boxes_and_pass_quarantined_rows(detector):
     batch = decoded_batch([str(ASSETS / "bus.jpg"), "/nonexistent/x.jpg"])
     out = detector(batch)
-    bus = out["image_id"] == "bus"
+    scene = out["det_class"] == SCENE_CLASS  # the image itself, after its crops, for the describe stage
+    assert out["crop_id"][scene].tolist() == ["bus:scene"]
+    assert np.stack(out["box"][scene]).tolist() == [[0, 0, 810, 1080]]
+    assert out["crop"][scene][0].shape == (384, 288, 3)  # the whole picture, fitted to crop_max_side
+    bus = (out["image_id"] == "bus") & ~scene
     assert bus.sum() == 4  # conf: max_crops=4, the bus photo has 4+ people
     assert out["crop_id"][bus].tolist() == [f"bus:{k}" for k in range(4)]
     assert (np.diff(out["det_score"][bus]) <= 0).all()
-    assert out[REASON].tolist().count(NOT_FOUND) == 1 and out["crop"][~bus][0].size == 0
+    missing = out[REASON] == NOT_FOUND
+    assert missing.sum() == 1 and out["crop"][missing][0].size == 0
     for box, crop in zip(out["box"][bus], out["crop"][bus]):
         assert max(crop.shape[:2]) <= 384
         assert 0 <= box[0] < box[2] <= 810 and 0 <= box[1] < box[3] <= 1080
@@ -135,10 +140,11 @@ def test_no_detection_policies(cfg, tmp_path):
     Image.new("RGB", (200, 160), (240, 240, 240)).save(blank)
     batch = decoded_batch([str(blank)])
     whole = CropDetector(cfg.detector, STORAGE)(dict(batch))
-    assert whole["det_class"].tolist() == [WHOLE_IMAGE_CLASS] and whole[REASON].tolist() == [""]
-    assert np.stack(whole["box"]).tolist() == [[0, 0, 200, 160]]
+    assert whole["det_class"].tolist() == [WHOLE_IMAGE_CLASS, SCENE_CLASS] and whole[REASON].tolist() == ["", ""]
+    assert whole["crop_id"].tolist() == ["blank:0", "blank:scene"]  # a whole-image crop, and the scene row
+    assert np.stack(whole["box"]).tolist() == [[0, 0, 200, 160]] * 2
     skip = CropDetector(replace(cfg.detector, no_detection="skip"), STORAGE)(decoded_batch([str(blank)]))
-    assert skip[REASON].tolist() == [NO_GARMENT] and skip[ERROR][0]
+    assert skip[REASON].tolist() == [NO_GARMENT] and skip[ERROR][0]  # no crop, so no scene row either
 
 
 def test_pickled_detector_needs_a_matching_pin(cfg, tmp_path):

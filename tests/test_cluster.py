@@ -149,11 +149,13 @@ def test_stage_counters_match_the_summary(scraped, submitted, sample):
     counts, name = summary["counts"], lambda metric: f"{EXPORTED}{metric}_total"
     assert total(scraped, name(metrics.IMAGES_READ), stage="lookbook") == pq.read_table(sample.lookbook_path).num_rows
     assert total(scraped, name(metrics.IMAGES_READ), stage="garments") == counts["garments"]
-    assert total(scraped, name(metrics.CROPS_DETECTED), stage="lookbook") == counts["crops"] > 0
-    assert total(scraped, name(metrics.CROPS_EMBEDDED), stage="lookbook") == counts["crops"]
+    crops_and_scenes = counts["crops"] + counts["scenes"]  # the detector passes each image on as a scene row too
+    assert total(scraped, name(metrics.CROPS_DETECTED), stage="lookbook") == crops_and_scenes > counts["crops"] > 0
+    assert total(scraped, name(metrics.CROPS_EMBEDDED), stage="lookbook") == crops_and_scenes
     assert total(scraped, name(metrics.CROPS_EMBEDDED), stage="garments") == counts["garments_scored"]
     assert total(scraped, name(metrics.GARMENTS_SCORED), stage="garments") == counts["garments_scored"] > 0
     assert total(scraped, name(metrics.ROWS_WRITTEN), stage="lookbook", table="crops") == counts["crops"]
+    assert total(scraped, name(metrics.ROWS_WRITTEN), stage="lookbook", table="scenes") == counts["scenes"]
     for stage, reasons in summary["quarantine"].items():
         for reason, n in reasons.items():
             assert total(scraped, name(metrics.QUARANTINED), stage=stage, reason=reason) == n
@@ -269,8 +271,9 @@ def test_job_survives_a_killed_actor_then_a_preempted_node(cluster, client, runn
     job_id, output = running_job
     worker = cluster.nodes[-1]
     ready = lambda: [p for p in stage_processes(worker.processes(), "CropEmbedder") if not initialising(p)]  # noqa: E731
-    victim = wait_for("an embedding actor ready while lookbook shards remain", lambda: committed(output) < SHARDS and ready())
-    victim = victim[0]
+    victim = wait_for("a ready embedding actor, lookbook shards left", lambda: committed(output) < SHARDS and ready())[
+        0
+    ]
     victim.kill()
     replaced = lambda: [p for p in ready() if p.pid != victim.pid]  # noqa: E731
     wait_for("its replacement, or the lookbook stage's end", lambda: replaced() or committed(output) == SHARDS)

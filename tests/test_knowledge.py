@@ -9,10 +9,11 @@ from core import knowledge as kn
 from core.vocab import ATTRIBUTES, UNKNOWN
 
 
-def crop(image: str, category: str, occasion: str, confidence: float, colour: str = "red") -> dict:
+def crop(image: str, category: str, occasion: str, confidence: float, colour: str = "red", scene: bool = False) -> dict:
+    """A row of `image_labels`' input: a crop, or with `scene` the image's scene row."""
     attributes = dict.fromkeys(ATTRIBUTES, UNKNOWN)
     attributes.update(category=category, colour=colour, occasion=occasion)
-    return {"image_id": image, **attributes, "occasion_confidence": confidence}
+    return {"image_id": image, **attributes, "occasion_confidence": confidence, kn.SCENE: scene}
 
 
 CROPS = pd.DataFrame(
@@ -34,6 +35,23 @@ def test_an_image_takes_the_occasion_of_its_most_confident_crop() -> None:
     assert images.loc["c", "occasion"] == UNKNOWN and images.loc["c", "occasion_confidence"] == 0.0
     assert images.loc["a", "categories"] == ["bag", "dress"] and images.loc["a", kn.COMBINATION] == "bag + dress"
     assert images.loc["b", kn.COMBINATION] == "sneakers + t-shirt" and images.loc["c", "categories"] == []
+
+
+def test_an_image_with_a_scene_row_takes_its_occasion_and_its_crops_categories() -> None:
+    """The scene row (the whole image, described) labels the image even where a crop is more
+    confident; its own category (of the whole picture) is no garment of the image."""
+    rows = pd.DataFrame(
+        [
+            crop("a", "dress", "party", 0.9),
+            crop("a", "coat", "work", 0.6, scene=True),
+            crop("b", "skirt", "party", 0.8),
+            crop("b", "coat", UNKNOWN, 0.0, scene=True),  # a scene with no known occasion: UNKNOWN
+        ]
+    )
+    images = kn.image_labels(rows, min_confidence=0.5).set_index("image_id")
+    assert images.loc["a", "occasion"] == "work" and images.loc["a", "occasion_confidence"] == pytest.approx(0.6)
+    assert images.loc["a", "categories"] == ["dress"] and images.loc["b", "categories"] == ["skirt"]
+    assert images.loc["b", "occasion"] == UNKNOWN and not images.loc["b", kn.CONFIDENT]
 
 
 def test_category_occasion_counts_count_images_not_crops() -> None:

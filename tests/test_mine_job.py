@@ -8,6 +8,7 @@ import re
 import time
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -108,6 +109,18 @@ def test_every_lookbook_image_is_in_crops_or_quarantine(run, inputs):
     assert cropped | set(quarantined) == manifest
 
 
+def test_every_image_with_crops_is_labelled_whole_once_in_scenes(run, vocab):
+    """The detector's scene rows, described like crops, land in scenes/ (one per image that has
+    crops, an occasion of the vocabulary with its probability) and never among the crops."""
+    scenes, crops = read(run, schemas.SCENES_DIR), read(run, schemas.CROPS_DIR)
+    assert scenes.schema == schemas.SCENES
+    assert sorted(ids(scenes, "image_id")) == sorted(set(ids(crops, "image_id")))
+    assert run["summary"]["counts"]["scenes"] == scenes.num_rows
+    assert set(ids(scenes, "occasion")) <= set(vocab["occasion"])
+    assert all(0 < c <= 1 for c in ids(scenes, schemas.OCCASION_CONFIDENCE))
+    assert schemas.SCENE_CLASS not in ids(crops, "det_class")
+
+
 def test_every_garment_is_paired_once_or_quarantined(run, inputs):
     manifest = ids(pacsv.read_csv(inputs["garments"]), "garment_id")
     paired = ids(read(run, schemas.PAIRS_DIR), "garment_id")
@@ -157,7 +170,7 @@ def test_readme_documents_every_output_column(run):
     readme = (REPO / "README.md").read_text()
     documented = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
     crops = read(run, schemas.CROPS_DIR).schema
-    for schema in (crops, schemas.PAIRS, schemas.QUARANTINE):
+    for schema in (crops, schemas.SCENES, schemas.PAIRS, schemas.QUARANTINE):
         assert set(schema.names) <= documented, set(schema.names) - documented
 
 
@@ -249,6 +262,7 @@ def test_disabled_detector_makes_one_whole_image_crop_per_image(sample, model_ov
     assert crops.num_rows == sample.n_images - len(sample.bad_ids) == len(set(ids(crops, "image_id")))
     assert set(ids(crops, "det_class")) == {-1} and all(c.endswith(":0") for c in ids(crops, "crop_id"))
     assert all(box[:2] == [0.0, 0.0] for box in crops["box"].to_pylist())
+    assert not (tmp_path / schemas.SCENES_DIR).exists()  # the whole-image crop is the image: no scene rows
 
 
 def test_fused_lookbook_actor_with_fused_decode_makes_the_same_crops(run, inputs, model_overrides, local_ray, tmp_path):
@@ -267,6 +281,10 @@ def test_fused_lookbook_actor_with_fused_decode_makes_the_same_crops(run, inputs
         np.stack(order(expected)["embedding"].to_numpy(zero_copy_only=False)),
         atol=2e-3,  # float16 storage
     )
+    scenes = pq.read_table(tmp_path / schemas.SCENES_DIR, partitioning=None).sort_by("image_id")
+    expected_scenes = read(run, schemas.SCENES_DIR).sort_by("image_id")
+    for column in ("image_id", "caption", "occasion"):
+        assert scenes[column].to_pylist() == expected_scenes[column].to_pylist(), column
     quarantine = lambda table: sorted(zip(table["id"].to_pylist(), table["reason"].to_pylist()))  # noqa: E731
     got = pq.read_table(tmp_path / schemas.QUARANTINE_DIR / "lookbook", partitioning=None)
     assert quarantine(got) == quarantine(read(run, f"{schemas.QUARANTINE_DIR}/lookbook"))
@@ -331,11 +349,13 @@ def test_calibrate_fits_on_truth_and_its_overlay_tiers_the_next_run_alike(run, s
 
 def test_knowledge_on_ray_equals_the_counts_of_the_whole_crops_table(run):
     """jobs.knowledge (a Ray Data groupby and summed per-batch counts) against core.knowledge on the
-    whole crops table in memory: every image labelled once, the same counts."""
+    whole crops and scenes tables in memory: every image labelled once, by its scene row, the same counts."""
     summary = knowledge.main([str(run["output"]), "knowledge.min_confidence=0.3", "progress=false"])
-    crops = read(run, schemas.CROPS_DIR).to_pandas()
+    crops, scenes = read(run, schemas.CROPS_DIR).to_pandas(), read(run, schemas.SCENES_DIR).to_pandas()
+    rows = pd.concat([crops.assign(**{kn.SCENE: False}), scenes.assign(**{kn.SCENE: True})], ignore_index=True)
     images = read(run, "knowledge/images").to_pandas().sort_values("image_id", ignore_index=True)
-    expected_images = kn.image_labels(crops, 0.3).sort_values("image_id", ignore_index=True)
+    expected_images = kn.image_labels(rows, 0.3).sort_values("image_id", ignore_index=True)
+    assert images["occasion"].tolist() == scenes.sort_values("image_id")["occasion"].tolist()
     assert summary["images"] == len(images) == crops["image_id"].nunique() >= 10
     assert images["occasion"].tolist() == expected_images["occasion"].tolist()
     assert summary["confident_images"] == int(expected_images[kn.CONFIDENT].sum())
