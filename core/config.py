@@ -208,10 +208,13 @@ class FusionConfig:
 @dataclass
 class KnowledgeConfig:
     """`jobs.knowledge` over a run: an occasion label (an image's or a crop's) is confident at
-    `min_confidence` or more, weak below; `top_combinations` garment combinations per occasion."""
+    `min_confidence` or more, weak below; `top_combinations` garment combinations per occasion;
+    the crops are hash-partitioned by image into `partitions` blocks to label the images (each
+    block's rows in one worker's memory: about crops / partitions rows)."""
 
     min_confidence: float = 0.5
     top_combinations: int = 10
+    partitions: int = 64
 
 
 @dataclass

@@ -36,19 +36,22 @@ def image_labels(rows: pd.DataFrame, min_confidence: float) -> pd.DataFrame:
     must be there): its occasion, that of its scene row where it has one, else that of its most
     confident crop with a known occasion (ties: the first), `occasion_confidence` (0 with none:
     UNKNOWN), `confident`, its crops' distinct known `categories` (sorted) and their `combination`."""
-    out_rows = []
-    for image_id, group in rows.groupby("image_id", sort=False):
-        scene, crops = group[group[SCENE]], group[~group[SCENE]]
-        labelled = scene if len(scene) else crops
-        known = labelled[labelled[OCCASION] != UNKNOWN]
-        best = int(np.argmax(known[OCCASION_CONFIDENCE].to_numpy())) if len(known) else None
-        occasion = UNKNOWN if best is None else str(known[OCCASION].iloc[best])
-        confidence = 0.0 if best is None else float(known[OCCASION_CONFIDENCE].iloc[best])
-        categories = sorted({str(c) for c in crops[CATEGORY]} - {UNKNOWN})
-        out_rows.append((str(image_id), occasion, confidence, confidence >= min_confidence, categories))
-    out = pd.DataFrame(out_rows, columns=["image_id", OCCASION, OCCASION_CONFIDENCE, CONFIDENT, "categories"])
-    out[OCCASION_CONFIDENCE] = out[OCCASION_CONFIDENCE].astype(np.float32)
+    rows = rows.reset_index(drop=True)
+    scene = rows[SCENE].to_numpy(bool)
+    described_whole = rows["image_id"].isin(rows.loc[scene, "image_id"]).to_numpy()
+    labelled = rows[scene | ~described_whole]  # scene rows, and the crops of images without one
+    known = labelled[labelled[OCCASION] != UNKNOWN]
+    best = known.loc[known.groupby("image_id", sort=False)[OCCASION_CONFIDENCE].idxmax()]  # the first of ties
+    crops = rows[~scene & (rows[CATEGORY] != UNKNOWN)].drop_duplicates(["image_id", CATEGORY])
+    categories = crops.sort_values(CATEGORY, kind="stable").groupby("image_id", sort=False)[CATEGORY].agg(list)
+    out = pd.DataFrame({"image_id": rows["image_id"].unique()})
+    out = out.merge(best[["image_id", OCCASION, OCCASION_CONFIDENCE]], on="image_id", how="left")
+    out[OCCASION] = out[OCCASION].fillna(UNKNOWN).astype(str)
+    out[OCCASION_CONFIDENCE] = out[OCCASION_CONFIDENCE].fillna(0.0).astype(np.float32)
+    out[CONFIDENT] = out[OCCASION_CONFIDENCE] >= min_confidence
+    out["categories"] = [list(map(str, c)) if isinstance(c, list) else [] for c in out["image_id"].map(categories)]
     out[COMBINATION] = out["categories"].apply(COMBINATION_SEPARATOR.join)
+    out["image_id"] = out["image_id"].astype(str)
     return out
 
 
@@ -61,6 +64,11 @@ def category_occasion_counts(images: pd.DataFrame) -> pd.DataFrame:
         columns=CATEGORY_OCCASION_KEYS,
     )
     return pairs.groupby(CATEGORY_OCCASION_KEYS, as_index=False).size().rename(columns={"size": COUNT})
+
+
+def label_counts(images: pd.DataFrame) -> pd.DataFrame:
+    """[CONFIDENT, count]: image rows of `image_labels` by whether their label is confident."""
+    return images.groupby(CONFIDENT, as_index=False).size().rename(columns={"size": COUNT})
 
 
 def combination_counts(images: pd.DataFrame) -> pd.DataFrame:

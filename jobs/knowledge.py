@@ -6,10 +6,10 @@ python -m jobs.knowledge RUN [key=value ...]
 
 RUN: a run's output folder (its config.yaml), or a run's config.yaml (its `output`, local or
 s3://, is read). key=value overrides that config: `knowledge.min_confidence`,
-`knowledge.top_combinations`, `ray_address`, `storage.*`. Runs on Ray Data: images are labelled by
-a groupby over the crops and scene rows (scenes/: each image's own label) and written by the
-workers; the tables are per-batch counts summed by groupby, so nothing of the crops is collected
-on the driver. Writes into RUN/knowledge/:
+`knowledge.top_combinations`, `knowledge.partitions`, `ray_address`, `storage.*`. Runs on Ray
+Data: images are labelled from the crops and scene rows (scenes/: each image's own label),
+hash-partitioned by image, and written by the workers; the tables are per-batch counts summed as
+they stream in, so nothing of the crops is collected on the driver. Writes into RUN/knowledge/:
 images/ (one row per image: occasion, occasion_confidence, confident, categories, combination),
 category_occasion.parquet and attribute_pairs.parquet (count, support, lift), combinations.parquet
 (top per occasion, with its share), each over confident labels and over all (column `labels`), and

@@ -1,6 +1,7 @@
-"""Fashion knowledge of a run with Ray Data: image labels by a groupby over the run's crops, written
-by the workers; partial counts per batch (`core.knowledge`), summed by groupby. Only the summed
-tables reach the driver: their rows are bounded by the vocabulary, not by the run's size."""
+"""Fashion knowledge of a run with Ray Data: image labels over the run's crops and scene rows, hash-
+partitioned by image and written by the workers; partial counts per batch (`core.knowledge`) from
+the workers, summed as they stream in. Only running totals live on the driver: their rows are
+bounded by the vocabulary, not by the run's size."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import pandas as pd
 import ray
 from pyarrow.fs import FileType
@@ -43,11 +45,16 @@ def read(uri: str, storage: StorageConfig, columns: list[str] | None = None) -> 
 
 
 def summed(ds: Dataset, counts: Callable[[pd.DataFrame], pd.DataFrame], keys: list[str]) -> pd.DataFrame:
-    """The per-batch `counts` of `ds`, summed over all batches per `keys` (keys + count)."""
-    parts = ds.map_batches(counts, batch_format="pandas")
-    total = parts.groupby(keys).sum(kn.COUNT).to_pandas()  # vocabulary-sized
-    total = total.rename(columns={f"sum({kn.COUNT})": kn.COUNT})
-    return total.sort_values(keys, ignore_index=True) if len(total) else pd.DataFrame(columns=[*keys, kn.COUNT])
+    """The per-batch `counts` of `ds` (keys + count, computed by the workers), summed per `keys` as
+    they stream in: the driver holds one vocabulary-sized running total, never the rows. No
+    shuffle: a groupby would start its aggregators for tables this small."""
+    total: pd.Series | None = None
+    for part in ds.map_batches(counts, batch_format="pandas").iter_batches(batch_size=None, batch_format="pandas"):
+        part = part.groupby(keys)[kn.COUNT].sum()
+        total = part if total is None else total.add(part, fill_value=0)
+    if total is None or not len(total):
+        return pd.DataFrame(columns=[*keys, kn.COUNT])
+    return total.astype(np.int64).reset_index().sort_values(keys, ignore_index=True)
 
 
 def labelled_rows(crops: Dataset, output: str, storage: StorageConfig) -> Dataset:
@@ -67,15 +74,18 @@ def run_knowledge(output: str, storage: StorageConfig, cfg: KnowledgeConfig) -> 
     images_uri = join(output, KNOWLEDGE_DIR, IMAGES_DIR)
     labels = partial(kn.image_labels, min_confidence=cfg.min_confidence)
     fs, images_path = filesystem(images_uri, storage)
-    labelled_rows(crops, output, storage).groupby("image_id").map_groups(labels, batch_format="pandas").write_parquet(
+    by_image = labelled_rows(crops, output, storage).repartition(cfg.partitions, keys=["image_id"])
+    # A whole block per call: the hash partitions hold every row of their images (as map_groups relies on)
+    by_image.map_batches(labels, batch_size=None, batch_format="pandas").write_parquet(
         images_path, filesystem=fs, mode="overwrite"
     )
     images = read(images_uri, storage)
     pairs = partial(kn.attribute_pair_counts, min_confidence=cfg.min_confidence)
+    labelled = summed(images, kn.label_counts, [kn.CONFIDENT]).set_index(kn.CONFIDENT)[kn.COUNT]
     return KnowledgeTables(
         category_occasion=summed(images, kn.category_occasion_counts, kn.CATEGORY_OCCASION_KEYS),
         attribute_pairs=summed(crops, pairs, kn.ATTRIBUTE_PAIR_KEYS),
         combinations=summed(images, kn.combination_counts, kn.COMBINATION_KEYS),
-        images=images.count(),
-        confident_images=int(images.sum(kn.CONFIDENT) or 0),
+        images=int(labelled.sum()),
+        confident_images=int(labelled.get(True, 0)),
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core import knowledge as kn
 from core.vocab import ATTRIBUTES, UNKNOWN
@@ -52,6 +55,48 @@ def test_an_image_with_a_scene_row_takes_its_occasion_and_its_crops_categories()
     assert images.loc["a", "occasion"] == "work" and images.loc["a", "occasion_confidence"] == pytest.approx(0.6)
     assert images.loc["a", "categories"] == ["dress"] and images.loc["b", "categories"] == ["skirt"]
     assert images.loc["b", "occasion"] == UNKNOWN and not images.loc["b", kn.CONFIDENT]
+
+
+def labels_one_image_at_a_time(rows: pd.DataFrame, min_confidence: float) -> dict[str, tuple]:
+    """`image_labels` as its docstring says it, image by image (the reference)."""
+    out = {}
+    for image_id, group in rows.groupby("image_id", sort=False):
+        scene, crops = group[group[kn.SCENE]], group[~group[kn.SCENE]]
+        labelled = scene if len(scene) else crops
+        known = labelled[labelled["occasion"] != UNKNOWN]
+        best = known.iloc[int(np.argmax(known["occasion_confidence"].to_numpy()))] if len(known) else None
+        occasion = UNKNOWN if best is None else best["occasion"]
+        confidence = 0.0 if best is None else float(best["occasion_confidence"])
+        categories = sorted(set(crops["category"]) - {UNKNOWN})
+        out[image_id] = (occasion, confidence, confidence >= min_confidence, categories)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.sampled_from(["dress", "bag", UNKNOWN]),
+            st.sampled_from(["party", "work", UNKNOWN]),
+            st.sampled_from([0.2, 0.5, 0.8]),  # few values: ties
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_image_labels_equal_the_image_by_image_reference(drawn) -> None:
+    rows = pd.DataFrame([crop(i, c, o, p, scene=s) for i, c, o, p, s in drawn])
+    rows = rows[~rows.duplicated(["image_id", kn.SCENE]) | ~rows[kn.SCENE]]  # at most one scene row an image
+    got = kn.image_labels(rows, min_confidence=0.5)
+    assert len(got) == rows["image_id"].nunique()
+    expected = labels_one_image_at_a_time(rows, 0.5)
+    for r in got.itertuples():
+        occasion, confidence, confident, categories = expected[r.image_id]
+        assert (r.occasion, r.confident, r.categories) == (occasion, confident, categories)
+        assert r.occasion_confidence == pytest.approx(confidence)
+        assert r.combination == " + ".join(categories)
 
 
 def test_category_occasion_counts_count_images_not_crops() -> None:
