@@ -3,7 +3,9 @@ text] (2d) into the embedding space (d), L2-normalised.
 
 The untrained projection is the weighted mean [w I, (1 - w) I]; `jobs.train_fusion` learns one with
 InfoNCE against the garments' image embeddings and saves it as safetensors (`projection`, (d, 2d)
-float32) with the vision weight it started from in the metadata.
+float32; `probe`, (d,): its embedder's text embedding of PROBE_TEXT) with the vision weight it
+started from in the metadata. A projection only means something for the embedder it was trained
+on: `fits` tells another embedder by its embedding of the same probe text.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-PROJECTION = "projection"  # the safetensors tensor name
+PROJECTION, PROBE = "projection", "probe"  # the safetensors tensor names
+PROBE_TEXT = "a photo of a garment"
+MIN_PROBE_COSINE = 0.99  # the same weights on another device or dtype stay above; another model's vector is unrelated
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -25,9 +29,11 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Fusion:
-    """`projection` (d, 2d) float32: fused = unit(projection @ [vision; text])."""
+    """`projection` (d, 2d) float32: fused = unit(projection @ [vision; text]); `probe` (d,): the
+    unit text embedding of PROBE_TEXT by the embedder it was trained on (None: fits any)."""
 
     projection: np.ndarray
+    probe: np.ndarray | None = None
 
     @classmethod
     def weighted_mean(cls, dim: int, vision_weight: float) -> Fusion:
@@ -36,10 +42,20 @@ class Fusion:
 
     @classmethod
     def load(cls, path: str | Path) -> Fusion:
-        return cls(load_file(str(path))[PROJECTION].astype(np.float32))
+        tensors = load_file(str(path))
+        probe = tensors.get(PROBE)
+        return cls(tensors[PROJECTION].astype(np.float32), None if probe is None else probe.astype(np.float32))
 
     def save(self, path: str | Path, metadata: dict[str, str]) -> None:
-        save_file({PROJECTION: np.ascontiguousarray(self.projection)}, str(path), metadata=metadata)
+        tensors = {PROJECTION: np.ascontiguousarray(self.projection)}
+        if self.probe is not None:
+            tensors[PROBE] = np.ascontiguousarray(self.probe, dtype=np.float32)
+        save_file(tensors, str(path), metadata=metadata)
+
+    def fits(self, probe: np.ndarray) -> bool:
+        """Whether `probe`, an embedder's unit text embedding of PROBE_TEXT, comes from the embedder
+        this projection was trained on (cosine >= MIN_PROBE_COSINE; True when none was recorded)."""
+        return self.probe is None or float(np.dot(self.probe, probe)) >= MIN_PROBE_COSINE
 
     @property
     def dim(self) -> int:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from actors.embedder import SiglipModelWrapper
 from core.config import EmbedderConfig, ModelSpec
-from core.fusion import Fusion
+from core.fusion import PROBE_TEXT, Fusion
 from core.storage import StorageConfig
 from quality.evaluation import Proportion
 from quality.tables import markdown, proportion_text
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     siglip = SiglipModelWrapper(EmbedderConfig(model=ModelSpec(spec=cfg.embedder), device=cfg.device), StorageConfig())
     views = embed_garments(cfg.train, siglip, cfg.sketches)
     fusion, training = train_fusion(views, cfg)
+    fusion = replace(fusion, probe=siglip.embed_texts([PROBE_TEXT])[0])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     fusion.save(out / FUSION_FILE, {"embedder": cfg.embedder, "vision_weight": str(cfg.vision_weight)})

@@ -23,7 +23,7 @@ from actors.scorer import IndexShardSearcher
 from core import index as shard_index
 from core.candidates import Candidates
 from core.config import MineConfig, ModelSpec
-from core.fusion import Fusion, unit
+from core.fusion import PROBE_TEXT, Fusion, unit
 from core.images import Decoded
 from core.models import resolve
 from core.schemas import INDEX_DIR, PAIRS_DIR
@@ -50,15 +50,21 @@ class Query:
         return "+".join(name for name in ("image", "sketch", "text") if getattr(self, name))
 
 
-def query_fusion(cfg: MineConfig, dim: int) -> Fusion:
+def query_fusion(cfg: MineConfig, siglip: SiglipModelWrapper) -> Fusion:
     """`search.fusion` loaded (a projection trained by jobs.train_fusion), else the weighted mean
-    with `search.vision_weight`. Raises QueryError when its size is not the embedder's `dim`."""
+    with `search.vision_weight`. Raises QueryError when it was trained for another embedder than
+    `siglip` (another size, or its probe text embedded elsewhere: `Fusion.fits`)."""
     if not cfg.search.fusion:
-        return Fusion.weighted_mean(dim, cfg.search.vision_weight)
+        return Fusion.weighted_mean(siglip.dim, cfg.search.vision_weight)
     fusion = Fusion.load(resolve("fusion", ModelSpec(spec=cfg.search.fusion), cfg.storage, hub=False))
-    if fusion.dim != dim:
+    if fusion.dim != siglip.dim:
         raise QueryError(
-            f"search.fusion {cfg.search.fusion} fuses {fusion.dim}-d embeddings, the embedder's are {dim}-d"
+            f"search.fusion {cfg.search.fusion} fuses {fusion.dim}-d embeddings, the embedder's are {siglip.dim}-d"
+        )
+    if not fusion.fits(siglip.embed_texts([PROBE_TEXT])[0]):
+        raise QueryError(
+            f"search.fusion {cfg.search.fusion} was trained on another embedder than {cfg.embedder.model.spec}: "
+            "train one on it (python -m jobs.train_fusion embedder=...)"
         )
     return fusion
 
@@ -91,7 +97,7 @@ def query_vectors(
     text_vector = siglip.embed_texts([text])[0] if text else None
     if vision is None or text_vector is None:
         return (text_vector if vision is None else vision), text_vector
-    return query_fusion(cfg, len(text_vector))(vision, text_vector), text_vector
+    return query_fusion(cfg, siglip)(vision, text_vector), text_vector
 
 
 def searched(cfg: MineConfig, vector: np.ndarray, text: np.ndarray | None, k: int) -> Candidates:

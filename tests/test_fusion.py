@@ -4,19 +4,22 @@ learns what the weighted mean cannot, and jobs.train_fusion end to end on a tiny
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from core.config import CONF_DIR, SketchConfig, load_config
+from actors.embedder import SiglipModelWrapper
+from core.config import CONF_DIR, ModelSpec, SketchConfig, load_config
 from core.fusion import Fusion, unit
-from core.vocab import ATTRIBUTES
+from core.vocab import ATTRIBUTES, vocabulary_words
 from datagen.fashion_benchmark import make_benchmark
 from jobs import train_fusion as train_fusion_job
 from quality.search import QueryError, query_fusion
 from training.data import load_split, read_rows
 from training.fusion import GarmentViews, TrainFusionConfig, query_recalls, shot_recall, train_fusion
 from training.siglip import recall_any_at_k
+from training.tiny_models import build_tiny_siglip
 
 DIM = 16
 
@@ -85,10 +88,11 @@ def test_train_fusion_job_writes_a_fusion_that_search_loads(tiny_models, vocab, 
         assert 0 < recalls[kind]["@10"]["total"] <= 5 and recalls[kind]["@1"]["value"] <= recalls[kind]["@10"]["value"]
     args = ["lookbook=x", "garments=x", "output=x", f"search.fusion={out / train_fusion_job.FUSION_FILE}"]
     cfg = load_config([str(CONF_DIR / "demo.yaml"), f"embedder.model.spec={tiny_models['siglip']}", *args])
-    dim = Fusion.load(out / train_fusion_job.FUSION_FILE).dim
-    assert query_fusion(cfg, dim).projection.shape == (dim, 2 * dim)
-    with pytest.raises(QueryError, match="fuses"):
-        query_fusion(cfg, dim + 1)
+    siglip = SiglipModelWrapper(cfg.embedder, cfg.storage)
+    assert query_fusion(cfg, siglip).projection.shape == (siglip.dim, 2 * siglip.dim)
+    other = build_tiny_siglip(tmp_path / "other", vocabulary_words(vocab), seed=1)  # the same size, other weights
+    with pytest.raises(QueryError, match="trained on another embedder"):
+        query_fusion(cfg, SiglipModelWrapper(replace(cfg.embedder, model=ModelSpec(spec=str(other))), cfg.storage))
 
 
 def test_sketches_join_a_training_split_as_views_that_know_only_the_category(vocab, tmp_path) -> None:

@@ -91,7 +91,7 @@ def test_shipped_fusion_reads_held_out_sketches_with_their_captions(cfg, held_ou
     resize = siglip_loop.resizer(AutoImageProcessor.from_pretrained(cfg.embedder.model.spec))
     gallery = crop_gallery(load_split(held_out, resize, cfg.detector.box_padding), siglip)
     mean = Fusion.weighted_mean(siglip.dim, cfg.search.vision_weight)
-    recalls = query_recalls(views, gallery, {"mean": mean, "trained": query_fusion(cfg, siglip.dim)})
+    recalls = query_recalls(views, gallery, {"mean": mean, "trained": query_fusion(cfg, siglip)})
     at1 = {kind: r["hits@1"] / r["queries"] for kind, r in recalls.items()}  # measured: 0.68, sketch 0.05, mean 0.27
     assert recalls["sketch"]["queries"] >= 30
     assert at1["sketch+text trained"] >= 0.45, at1
