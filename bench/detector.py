@@ -1,7 +1,9 @@
 """Detection recall by operating point: where `detector.min_score` and `detector.max_crops` should sit.
 
-python -m bench.detector SPLIT_DIR [--scenes 600] [--scores 0.02 0.05 0.1 0.25] [--crops 4 5 6 7 8 10]
-    [overlay.yaml ...] [key=value ...]
+python -m bench.detector SPLIT_DIR [overlay.yaml ...] [key=value ...] [--scenes 600]
+    [--scores 0.02 0.05 0.1 0.25] [--crops 4 5 6 7 8 10]
+
+(overlays and overrides before the options: `--scores` and `--crops` take every value after them)
 
 Runs the configured detector (`actors.detector.CropDetector`, no Ray) once over the first `--scenes`
 lookbook images of a benchmark split (`jobs.make_benchmark`: lookbook.parquet and truth.parquet),
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 
 from actors.decoder import decode_images
 from actors.detector import CropDetector
+from bench.pipeline import slices
 from core.batches import good_rows
 from core.config import CONF_DIR, load_config
 from core.schemas import BOX, SCENE_CLASS
@@ -41,10 +44,9 @@ def detected(split: Path, scenes: int, overrides: list[str], min_score: float, m
     storage = replace(StorageConfig(), allowed_local_roots=[str(split.resolve())])
     detector = CropDetector(replace(cfg.detector, min_score=min_score, max_crops=max_crops, scene_rows=False), storage)
     manifest = pq.read_table(split / "lookbook.parquet").slice(0, scenes)
+    images = {c: np.asarray(manifest[c].to_pylist(), dtype=object) for c in ("image_id", "uri")}
     rows: dict[str, list] = {"image_id": [], "box": [], "det_score": [], "rank": []}
-    for start in range(0, manifest.num_rows, BATCH):
-        part = manifest.slice(start, BATCH)
-        batch = {c: np.asarray(part[c].to_pylist(), dtype=object) for c in ("image_id", "uri")}
+    for batch in slices(images, BATCH):
         out = detector(decode_images(batch, cfg.decode, storage))
         keep = good_rows(out) & (out["det_class"] != SCENE_CLASS)
         rows["image_id"] += out["image_id"][keep].tolist()

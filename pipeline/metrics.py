@@ -34,8 +34,8 @@ STEP_SECONDS = "step_seconds"
 
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {  # name: (description, tag keys)
     IMAGES_READ: ("Images read (decoded or quarantined): distinct image ids an operator returned.", ("stage",)),
-    CROPS_DETECTED: ("Crops cut from lookbook images (detector boxes or whole images).", ("stage",)),
-    CROPS_EMBEDDED: ("Crops and garment images given a SigLIP image embedding.", ("stage",)),
+    CROPS_DETECTED: ("Crops cut from lookbook images (detector boxes or whole images), and scene rows.", ("stage",)),
+    CROPS_EMBEDDED: ("Crops, scene rows and garment images given a SigLIP image embedding.", ("stage",)),
     GARMENTS_SCORED: ("Garments searched in the index and scored.", ("stage",)),
     OPERATOR_ROWS: ("Rows still in play that an operator returned.", ("stage", "operator")),
     ROWS_WRITTEN: ("Good rows written to an output table.", ("stage", "table")),

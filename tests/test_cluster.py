@@ -271,9 +271,8 @@ def test_job_survives_a_killed_actor_then_a_preempted_node(cluster, client, runn
     job_id, output = running_job
     worker = cluster.nodes[-1]
     ready = lambda: [p for p in stage_processes(worker.processes(), "CropEmbedder") if not initialising(p)]  # noqa: E731
-    victim = wait_for("a ready embedding actor, lookbook shards left", lambda: committed(output) < SHARDS and ready())[
-        0
-    ]
+    ready_mid_stage = lambda: committed(output) < SHARDS and ready()  # noqa: E731
+    victim = wait_for("a ready embedding actor, lookbook shards left", ready_mid_stage)[0]
     victim.kill()
     replaced = lambda: [p for p in ready() if p.pid != victim.pid]  # noqa: E731
     wait_for("its replacement, or the lookbook stage's end", lambda: replaced() or committed(output) == SHARDS)
