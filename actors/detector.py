@@ -61,7 +61,9 @@ class YoloDetector:
     """ultralytics YOLO: RGB uint8 images ((h, w, 3) arrays or (3, h, w) tensors) in, per image
     (boxes (n, 4) float32 xyxy pixels, scores (n,), classes (n,)). The batch is letterboxed on the
     detector's device (`letterbox`: each image to the square `image_size`), so an image's
-    detections do not depend on the rest of its batch."""
+    detections do not depend on the rest of its batch. Torch keeps the threads it had when the
+    detector was made (the pool's `threads`): ultralytics sets min(8, cores - 1) when it sets up its
+    predictor on the first batch, whatever the actor's share of the node."""
 
     def __init__(self, cfg: DetectorConfig, storage: StorageConfig):
         path = resolve("detector", cfg.model, storage, hub=False)
@@ -71,6 +73,7 @@ class YoloDetector:
             raise ModelLoadError(f"detector model {cfg.model.spec!r} could not be loaded: {exc}") from exc
         self.device = torch_device(cfg.device)
         self.cfg = cfg
+        self.threads = torch.get_num_threads()
 
     def __call__(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if not images:
@@ -85,6 +88,7 @@ class YoloDetector:
             quantize=16 if self.cfg.half and self.device.startswith("cuda") else None,
             verbose=False,
         )
+        torch.set_num_threads(self.threads)
         return [
             (
                 scale_boxes((size, size), r.boxes.xyxy.clone(), tuple(image.shape[1:]))

@@ -149,15 +149,13 @@ def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) 
     from core.schemas import REASON
 
     started = time.perf_counter()
+    torch.set_num_threads(threads)  # the detector keeps them (ultralytics would set cores - 1)
     detector = CropDetector(cfg.detector, cfg.storage)
     embedder = CropEmbedder(cfg.embedder, cfg.storage)
     describer = CropDescriber(cfg.captioner, cfg.embedder, cfg.storage, cfg.vocab)
     table = pq.read_table(manifest)
     images = {c: np.asarray(table[c].to_pylist(), dtype=object) for c in ("image_id", "uri")}
-    # ultralytics sets torch's threads to os.cpu_count() - 1 when its predictor is set up (first call):
-    # set up with one image first, then give torch the `threads` the Ray run has.
-    detector(decode_images(next(slices(images, 1)), cfg.decode, cfg.storage))
-    torch.set_num_threads(threads)
+    detector(decode_images(next(slices(images, 1)), cfg.decode, cfg.storage))  # sets up ultralytics' predictor
     models = {"detect": detector, "embed": embedder, "describe": describer}
     for model in models.values():
         model.timer.take()  # set-up and warm-up are not the loop's

@@ -43,9 +43,12 @@ def scatter(mask: np.ndarray, values: np.ndarray, fill) -> np.ndarray:
 
 
 def objects(items: list) -> np.ndarray:
-    """A 1-D object array of `items` (keeps arrays of differing shapes apart)."""
+    """A 1-D object array of `items`, each kept as it is (arrays and tensors of any shape). Set one
+    by one: a slice assignment lets numpy convert every tensor to an array first (about 0.6 ms a
+    224 px crop)."""
     out = np.empty(len(items), dtype=object)
-    out[:] = items
+    for k, item in enumerate(items):
+        out[k] = item
     return out
 
 

@@ -260,6 +260,7 @@ class MineConfig:
     progress: bool = True
     progress_interval_s: float = 30.0
     object_store_budget_gb: float | None = None
+    parquet_datasource_v2: bool = False
     force: bool = False
     work: WorkConfig = field(default_factory=WorkConfig)
     vocab: dict[str, list[str]] = field(default_factory=dict)
@@ -385,6 +386,7 @@ RUNTIME_KEYS = (
     "progress_interval_s",
     "force",
     "object_store_budget_gb",
+    "parquet_datasource_v2",
     "knowledge",
     "sketches",
     "search",

@@ -29,10 +29,12 @@ def connect(cfg: MineConfig) -> None:
 
 
 def configure_data(cfg: MineConfig) -> None:
-    """This driver's Ray Data settings: progress bars, and with `object_store_budget_gb` Ray Data's
-    object store limit (`ExecutionResources`), which its backpressure budgets against."""
+    """This driver's Ray Data settings: progress bars, the Parquet reader (`parquet_datasource_v2`),
+    and with `object_store_budget_gb` Ray Data's object store limit (`ExecutionResources`), which
+    its backpressure budgets against."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = cfg.progress
+    context.use_datasource_v2 = cfg.parquet_datasource_v2
     if cfg.object_store_budget_gb is not None:
         budget = cfg.object_store_budget_gb * 1024**3
         context.execution_options.resource_limits = ExecutionResources(object_store_memory=budget)

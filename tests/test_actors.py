@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import ultralytics
 from PIL import Image
 
@@ -65,6 +66,22 @@ def test_detections_do_not_depend_on_the_batch(detector):
     for batch in ([bus, bus], [bus, zidane]):
         for got, expected in zip(detector.detector(batch)[0], alone):
             np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def test_the_detector_keeps_the_actors_torch_threads(cfg):
+    """ultralytics sets torch's threads to min(8, cores - 1) when its predictor is set up: an actor
+    given one core of sixteen would run its later models on eight threads."""
+    from ultralytics.utils import NUM_THREADS
+
+    saved = torch.get_num_threads()
+    actor_threads = 1 if NUM_THREADS != 1 else 2
+    try:
+        torch.set_num_threads(actor_threads)
+        detector = CropDetector(cfg.detector, STORAGE)  # a fresh predictor, set up on the first call
+        detector.detector(list(decoded_batch([str(ASSETS / "bus.jpg")])["image"]))
+        assert torch.get_num_threads() == actor_threads
+    finally:
+        torch.set_num_threads(saved)
 
 
 @pytest.mark.parametrize("size", [320, 640])

@@ -155,21 +155,25 @@ def test_gpu_size_overlays_fill_exactly_their_gpus(gpus: int) -> None:
         assert 1 <= pool.min_size <= pool.max_size
 
 
-def test_object_store_budget_bounds_ray_data_and_is_not_hashed() -> None:
+def test_ray_data_settings_reach_the_context_and_are_not_hashed() -> None:
     import ray
 
     from pipeline.driver import configure_data
 
-    budgeted = load_config([*REQUIRED, "object_store_budget_gb=1.5", "progress=false"])
+    overrides = ["object_store_budget_gb=1.5", "progress=false", "parquet_datasource_v2=true"]
+    budgeted = load_config([*REQUIRED, *overrides])
     assert config_hash(budgeted) == config_hash(load_config(REQUIRED))
     context = ray.data.DataContext.get_current()
-    saved = context.execution_options.resource_limits
+    saved = context.execution_options.resource_limits, context.use_datasource_v2
     try:
         configure_data(budgeted)
         assert context.execution_options.resource_limits.object_store_memory == 1.5 * 1024**3
         assert context.enable_progress_bars is False
+        assert context.use_datasource_v2 is True
+        configure_data(load_config(REQUIRED))
+        assert context.use_datasource_v2 is False
     finally:
-        context.execution_options.resource_limits = saved
+        context.execution_options.resource_limits, context.use_datasource_v2 = saved
 
 
 def test_models_used_names_the_models_a_run_loads() -> None:
