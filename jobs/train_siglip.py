@@ -28,6 +28,7 @@ from core.vocab import ATTRIBUTES, load_vocab
 from training.data import load_split
 from training.siglip import text_options, vocabulary_prompts
 from training.siglip_loop import evaluate, load_config, resizer, starting_folder, train
+from training.tiny_models import deepened
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     templates, caption_template = OmegaConf.to_container(captioner.prompts), str(captioner.caption_template)
     init = starting_folder(cfg, vocab)
     model = AutoModel.from_pretrained(init)
+    if cfg.deepen_to:
+        model = deepened(model, cfg.deepen_to)
     tokenizer, processor = AutoTokenizer.from_pretrained(init), AutoImageProcessor.from_pretrained(init)
 
     began = time.monotonic()

@@ -33,7 +33,7 @@ from training.siglip import (
     text_options,
     vocabulary_prompts,
 )
-from training.tiny_models import build_tiny_siglip
+from training.tiny_models import build_tiny_siglip, deepened
 
 CAPTIONER = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "mine.yaml").captioner)
 RED_DRESS = {"category": "dress", "colour": "red", "pattern": "striped", "sleeve": "", "length": "", "occasion": ""}
@@ -276,3 +276,17 @@ def test_sigmoid_loss_sums_only_counted_pairs() -> None:
         sigmoid_loss(logits[:, :2], positive[:, :2]).item()
     )
     assert sigmoid_loss(logits, positive, counted).item() < sigmoid_loss(logits, positive).item()
+
+
+def test_a_deepened_siglip_embeds_as_before_until_trained(tmp_path: Path, vocab) -> None:
+    folder = build_tiny_siglip(tmp_path, vocabulary_words(vocab), image_size=32, dim=32)
+    model, tokenizer = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    grown = deepened(model, 4).eval()
+    assert len(grown.vision_model.encoder.layers) == len(grown.text_model.encoder.layers) == 4
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tokens = tokenizer(["a red dress", "a photo of a coat"], padding="max_length", return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(grown.get_image_features(pixel_values=pixels), model.get_image_features(pixel_values=pixels))
+        torch.testing.assert_close(grown.get_text_features(**tokens), model.get_text_features(**tokens))
+    with pytest.raises(ValueError, match="cannot grow"):
+        deepened(grown, 3)

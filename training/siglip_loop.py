@@ -52,6 +52,8 @@ class TrainSiglipConfig:
     test: str | None = None  # held-out split folder: metrics of the start and the result; null: none
     out: str = MISSING  # output model folder
     init: str | None = None  # Hugging Face id or local folder to start from; null: a new model from `tiny`
+    deepen_to: int | None = None  # both towers of the starting model grown to this many layers, the new ones
+    # on top starting as the identity (training.tiny_models.deepened); null: as it is
     tiny: TinySiglipConfig = field(default_factory=TinySiglipConfig)
     work_dir: str = "data/train"  # where the new model's random initialisation is written (`siglip-init`)
     vocab: str = "conf/vocab.yaml"

@@ -7,6 +7,7 @@ Weights are random: outputs are a deterministic function of the seed and carry n
 Each folder is well under 5 MB and builds in well under a second on CPU.
 """
 
+import copy
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -187,3 +188,25 @@ def build_tiny_blip(folder: str | Path, words: Iterable[str], seed: int = 0, ima
     image_processor = BlipImageProcessor(size={"height": image_size, "width": image_size})
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+def deepened(model: SiglipModel, layers: int) -> SiglipModel:
+    """`model` with both towers grown to `layers` encoder layers: its own layers kept at the bottom,
+    each new one on top starting as the identity (its attention and MLP output projections zero),
+    so the grown model embeds exactly as `model` does until it is trained."""
+    config = copy.deepcopy(model.config)
+    kept = {}
+    for name in ("text_config", "vision_config"):
+        tower = getattr(config, name)
+        if layers < tower.num_hidden_layers:
+            raise ValueError(f"cannot grow a {tower.num_hidden_layers}-layer {name} to {layers} layers")
+        kept[name], tower.num_hidden_layers = tower.num_hidden_layers, layers
+    grown = SiglipModel(config)
+    grown.load_state_dict(model.state_dict(), strict=False)  # the new layers are the only keys it lacks
+    for name, encoder in (("text_config", grown.text_model.encoder), ("vision_config", grown.vision_model.encoder)):
+        for layer in encoder.layers[kept[name] :]:
+            for projection in (layer.self_attn.out_proj, layer.mlp.fc2):
+                torch.nn.init.zeros_(projection.weight)
+                torch.nn.init.zeros_(projection.bias)
+    return grown
+
