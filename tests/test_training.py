@@ -286,7 +286,7 @@ def test_a_deepened_siglip_embeds_as_before_until_trained(tmp_path: Path, vocab)
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     tokens = tokenizer(["a red dress", "a photo of a coat"], padding="max_length", return_tensors="pt")
     with torch.no_grad():
-        torch.testing.assert_close(grown.get_image_features(pixel_values=pixels), model.get_image_features(pixel_values=pixels))
-        torch.testing.assert_close(grown.get_text_features(**tokens), model.get_text_features(**tokens))
+        for embed, inputs in (("get_image_features", {"pixel_values": pixels}), ("get_text_features", tokens)):
+            torch.testing.assert_close(getattr(grown, embed)(**inputs), getattr(model, embed)(**inputs))
     with pytest.raises(ValueError, match="cannot grow"):
         deepened(grown, 3)
