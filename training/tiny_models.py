@@ -209,4 +209,3 @@ def deepened(model: SiglipModel, layers: int) -> SiglipModel:
                 torch.nn.init.zeros_(projection.weight)
                 torch.nn.init.zeros_(projection.bias)
     return grown
-
