@@ -156,7 +156,7 @@ def test_decode_tasks_read_at_most_rows_per_task_manifest_rows(local_ray, tmp_pa
     pq.write_table(pa.table({"image_id": ids, "uri": [f"/nonexistent/{i}.jpg" for i in ids]}), tmp_path / "m.parquet")
     overrides = [f"lookbook={tmp_path / 'm.parquet'}", "garments=g.parquet", "output=o", "decode.rows_per_task=16"]
     cfg = load_config(overrides)
-    manifest = read_manifest(cfg.lookbook, "image_id", (), 1, STORAGE).materialize()
+    manifest = read_manifest(cfg.lookbook, "image_id", (), 1, STORAGE).repartition(1).materialize()  # as sorted
     assert manifest.num_blocks() == 1
     guard = AttemptGuard(None, "lookbook", 1)  # decode tasks run outside the guard
     blocks = ray.get(decode(manifest, cfg, guard).materialize().to_arrow_refs())
