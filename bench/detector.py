@@ -38,12 +38,11 @@ from quality.evaluation import match_truth_to_crops
 BATCH = 16
 
 
-def detected(split: Path, scenes: int, overrides: list[str], min_score: float, max_crops: int) -> pa.Table:
-    """The crop rows (image_id, box, det_score, rank) of the first `scenes` images of `split`."""
+def detected(split: Path, manifest: pa.Table, overrides: list[str], min_score: float, max_crops: int) -> pa.Table:
+    """The crop rows (image_id, box, det_score, rank) of the `manifest` rows (images of `split`)."""
     cfg = load_config([str(CONF_DIR / "demo.yaml"), *overrides, "lookbook=x", "garments=x", "output=x"])
     storage = replace(StorageConfig(), allowed_local_roots=[str(split.resolve())])
     detector = CropDetector(replace(cfg.detector, min_score=min_score, max_crops=max_crops, scene_rows=False), storage)
-    manifest = pq.read_table(split / "lookbook.parquet").slice(0, scenes)
     images = {c: np.asarray(manifest[c].to_pylist(), dtype=object) for c in ("image_id", "uri")}
     rows: dict[str, list] = {"image_id": [], "box": [], "det_score": [], "rank": []}
     for batch in slices(images, BATCH):
@@ -64,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crops", type=int, nargs="+", default=[4, 5, 6, 7, 8, 10])
     parser.add_argument("--min-iou", type=float, default=0.5)
     args, overrides = parser.parse_known_args(argv)
-    crops = detected(args.split, args.scenes, overrides, min(args.scores), max(args.crops))
-    images = set(pq.read_table(args.split / "lookbook.parquet").slice(0, args.scenes)["image_id"].to_pylist())
+    manifest = pq.read_table(args.split / "lookbook.parquet").slice(0, args.scenes)
+    crops = detected(args.split, manifest, overrides, min(args.scores), max(args.crops))
+    images = set(manifest["image_id"].to_pylist())
     truth = pq.read_table(args.split / "truth.parquet")
     truth = truth.filter(pc.is_in(truth["image_id"], pa.array(sorted(images))))
     print(f"{len(images)} scenes, {truth.num_rows} truth boxes; recall at IoU {args.min_iou} / crops an image")

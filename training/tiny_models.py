@@ -195,16 +195,16 @@ def deepened(model: SiglipModel, layers: int) -> SiglipModel:
     each new one on top starting as the identity (its attention and MLP output projections zero),
     so the grown model embeds exactly as `model` does until it is trained."""
     config = copy.deepcopy(model.config)
-    kept = {}
     for name in ("text_config", "vision_config"):
         tower = getattr(config, name)
         if layers < tower.num_hidden_layers:
             raise ValueError(f"cannot grow a {tower.num_hidden_layers}-layer {name} to {layers} layers")
-        kept[name], tower.num_hidden_layers = tower.num_hidden_layers, layers
+        tower.num_hidden_layers = layers
     grown = SiglipModel(config)
     grown.load_state_dict(model.state_dict(), strict=False)  # the new layers are the only keys it lacks
-    for name, encoder in (("text_config", grown.text_model.encoder), ("vision_config", grown.vision_model.encoder)):
-        for layer in encoder.layers[kept[name] :]:
+    encoders = lambda m: (m.text_model.encoder, m.vision_model.encoder)  # noqa: E731
+    for own, encoder in zip(encoders(model), encoders(grown)):
+        for layer in encoder.layers[len(own.layers) :]:
             for projection in (layer.self_attn.out_proj, layer.mlp.fc2):
                 torch.nn.init.zeros_(projection.weight)
                 torch.nn.init.zeros_(projection.bias)
