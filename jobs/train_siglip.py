@@ -28,7 +28,7 @@ from core.vocab import ATTRIBUTES, load_vocab
 from training.data import load_split
 from training.siglip import text_options, vocabulary_prompts
 from training.siglip_loop import evaluate, load_config, resizer, starting_folder, train
-from training.tiny_models import deepened
+from training.tiny_models import deepened, with_input_size
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.deepen_to:
         model = deepened(model, cfg.deepen_to)
     tokenizer, processor = AutoTokenizer.from_pretrained(init), AutoImageProcessor.from_pretrained(init)
+    if cfg.image_size:
+        model = with_input_size(model, cfg.image_size)
+        processor.size = {"height": cfg.image_size, "width": cfg.image_size}
 
     began = time.monotonic()
     sketches = SketchConfig() if cfg.sketches else None

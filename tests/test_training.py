@@ -33,7 +33,7 @@ from training.siglip import (
     text_options,
     vocabulary_prompts,
 )
-from training.tiny_models import build_tiny_siglip, deepened
+from training.tiny_models import build_tiny_siglip, deepened, with_input_size
 
 CAPTIONER = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "mine.yaml").captioner)
 RED_DRESS = {"category": "dress", "colour": "red", "pattern": "striped", "sleeve": "", "length": "", "occasion": ""}
@@ -290,3 +290,16 @@ def test_a_deepened_siglip_embeds_as_before_until_trained(tmp_path: Path, vocab)
             torch.testing.assert_close(getattr(grown, embed)(**inputs), getattr(model, embed)(**inputs))
     with pytest.raises(ValueError, match="cannot grow"):
         deepened(grown, 3)
+
+
+def test_a_siglip_given_a_larger_input_embeds_as_its_interpolated_position_embeddings_do(tmp_path: Path, vocab) -> None:
+    folder = build_tiny_siglip(tmp_path, vocabulary_words(vocab), image_size=32, dim=32)
+    model = AutoModel.from_pretrained(folder).eval()
+    larger = with_input_size(model, 64).eval()
+    assert larger.config.vision_config.image_size == 64
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.get_image_features(pixel_values=pixels, interpolate_pos_encoding=True)
+        torch.testing.assert_close(larger.get_image_features(pixel_values=pixels), expected)
+    with pytest.raises(ValueError, match="not a multiple"):
+        with_input_size(model, 40)

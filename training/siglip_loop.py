@@ -54,6 +54,8 @@ class TrainSiglipConfig:
     init: str | None = None  # Hugging Face id or local folder to start from; null: a new model from `tiny`
     deepen_to: int | None = None  # both towers of the starting model grown to this many layers, the new ones
     # on top starting as the identity (training.tiny_models.deepened); null: as it is
+    image_size: int | None = None  # the starting model's input size changed to this (px; its position
+    # embeddings resized, training.tiny_models.with_input_size); null: as it is
     tiny: TinySiglipConfig = field(default_factory=TinySiglipConfig)
     work_dir: str = "data/train"  # where the new model's random initialisation is written (`siglip-init`)
     vocab: str = "conf/vocab.yaml"

@@ -201,11 +201,33 @@ def deepened(model: SiglipModel, layers: int) -> SiglipModel:
             raise ValueError(f"cannot grow a {tower.num_hidden_layers}-layer {name} to {layers} layers")
         tower.num_hidden_layers = layers
     grown = SiglipModel(config)
-    grown.load_state_dict(model.state_dict(), strict=False)  # the new layers are the only keys it lacks
+    unexpected = grown.load_state_dict(model.state_dict(), strict=False).unexpected_keys  # missing: the new layers
+    if unexpected:
+        raise ValueError(f"the grown model has no place for {unexpected}")
     encoders = lambda m: (m.text_model.encoder, m.vision_model.encoder)  # noqa: E731
     for own, encoder in zip(encoders(model), encoders(grown)):
         for layer in encoder.layers[len(own.layers) :]:
             for projection in (layer.self_attn.out_proj, layer.mlp.fc2):
                 torch.nn.init.zeros_(projection.weight)
                 torch.nn.init.zeros_(projection.bias)
+    return grown
+
+
+def with_input_size(model: SiglipModel, image_size: int) -> SiglipModel:
+    """`model` taking `image_size` px images: the same weights, its vision position embeddings
+    resized bicubically from its own patch grid to the new one (as SigLIP's `interpolate_pos_encoding`
+    does at run time), so the model sees finer detail through the same patches."""
+    config = copy.deepcopy(model.config)
+    vision = config.vision_config
+    if image_size % vision.patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of the patch size {vision.patch_size}")
+    old_grid, vision.image_size = vision.image_size // vision.patch_size, image_size
+    state = model.state_dict()
+    key = "vision_model.embeddings.position_embedding.weight"
+    grid = state[key].T.reshape(1, -1, old_grid, old_grid)
+    new_grid = image_size // vision.patch_size
+    resized = torch.nn.functional.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+    state[key] = resized.reshape(-1, new_grid * new_grid).T.contiguous()
+    grown = SiglipModel(config)
+    grown.load_state_dict(state)
     return grown
