@@ -215,19 +215,19 @@ def deepened(model: SiglipModel, layers: int) -> SiglipModel:
 
 def with_input_size(model: SiglipModel, image_size: int) -> SiglipModel:
     """`model` taking `image_size` px images: the same weights, its vision position embeddings
-    resized bicubically from its own patch grid to the new one (as SigLIP's `interpolate_pos_encoding`
-    does at run time), so the model sees finer detail through the same patches."""
+    resized to the new patch grid by SigLIP's own `interpolate_pos_encoding` (bicubic), fixed into
+    the weights, so the model sees finer detail through the same patches."""
     config = copy.deepcopy(model.config)
     vision = config.vision_config
     if image_size % vision.patch_size:
         raise ValueError(f"image_size {image_size} is not a multiple of the patch size {vision.patch_size}")
-    old_grid, vision.image_size = vision.image_size // vision.patch_size, image_size
+    vision.image_size = image_size
+    embeddings = model.vision_model.embeddings
+    patches = torch.empty(1, (image_size // vision.patch_size) ** 2, embeddings.embed_dim)  # only its shape is read
+    with torch.no_grad():
+        resized = embeddings.interpolate_pos_encoding(patches, image_size, image_size)
     state = model.state_dict()
-    key = "vision_model.embeddings.position_embedding.weight"
-    grid = state[key].T.reshape(1, -1, old_grid, old_grid)
-    new_grid = image_size // vision.patch_size
-    resized = torch.nn.functional.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
-    state[key] = resized.reshape(-1, new_grid * new_grid).T.contiguous()
+    state["vision_model.embeddings.position_embedding.weight"] = resized[0].contiguous()
     grown = SiglipModel(config)
     grown.load_state_dict(state)
     return grown
