@@ -180,8 +180,9 @@ def _colour_squares() -> SplitImages:
 
 
 def test_hard_negative_batches_hold_garments_that_look_alike() -> None:
-    """Crops of 12 garments in 3 (category, colour) looks: with hard negatives each batch of 4
-    anchors is one look; every anchor still comes once, followed by its own garment's shot."""
+    """Crops of 12 garments in 3 (category, colour) looks: grouped by a look's attributes, each batch
+    of 4 anchors shares their values (only red ones share a batch of coats and dresses, grouped by
+    colour); every anchor still comes once, followed by its own garment's shot."""
     looks = [("dress", "red"), ("coat", "red"), ("dress", "blue")] * 4
     shots = [{**{a: "" for a in RED_DRESS}, "category": c, "colour": colour} for c, colour in looks]
     data = SplitImages(
@@ -191,13 +192,14 @@ def test_hard_negative_batches_hold_garments_that_look_alike() -> None:
         texts=[""] * 24,
         is_shot=np.array([True] * 12 + [False] * 12),
     )
-    for hard in (False, True):
-        batches = list(siglip_loop.anchor_batches(data, 4, np.random.default_rng(1), hard_negatives=hard))
+    for look in ((), ("category", "colour"), ("colour",)):
+        batches = list(siglip_loop.anchor_batches(data, 4, np.random.default_rng(1), look))
         anchors = np.concatenate([b[0::2] for b in batches])
         assert sorted(anchors.tolist()) == list(range(12, 24))
         assert all((b[1::2] == b[0::2] - 12).all() for b in batches)  # each crop's partner: its garment's shot
-        same_look = [len({looks[i - 12] for i in b[0::2]}) == 1 for b in batches]
-        assert all(same_look) if hard else not all(same_look)
+        shared = [len({tuple(data.attributes[i][a] for a in look or ("category", "colour")) for i in b[0::2]}) == 1
+                  for b in batches]  # fmt: skip
+        assert all(shared) if look else not all(shared)
 
 
 def test_short_training_lowers_the_loss(tmp_path: Path, vocab) -> None:
@@ -276,6 +278,16 @@ def test_sigmoid_loss_sums_only_counted_pairs() -> None:
         sigmoid_loss(logits[:, :2], positive[:, :2]).item()
     )
     assert sigmoid_loss(logits, positive, counted).item() < sigmoid_loss(logits, positive).item()
+
+
+def test_prompt_weights_scale_the_pairs_of_claims_about_their_attribute_alone() -> None:
+    claims = [frozenset({("category", "dress")}), frozenset({("colour", "red")}), frozenset(RED_DRESS.items())]
+    weights = siglip_loop.claim_weights(claims, {"category": 4.0})
+    assert weights.tolist() == [4.0, 1.0, 1.0]
+    logits, positive = torch.tensor([[2.0, -1.0, 5.0]]), torch.tensor([[True, False, False]])
+    weighted = sigmoid_loss(logits, positive, torch.from_numpy(weights)[None])
+    terms = -torch.nn.functional.logsigmoid(torch.tensor([2.0, 1.0, -5.0]))
+    assert weighted.item() == pytest.approx((4 * terms[0] + terms[1] + terms[2]).item())
 
 
 def test_a_deepened_siglip_embeds_as_before_until_trained(tmp_path: Path, vocab) -> None:

@@ -87,9 +87,10 @@ def positives(claims: Sequence[Claim], attributes: Sequence[Mapping[str, str]]) 
 def sigmoid_loss(logits: torch.Tensor, positive: torch.Tensor, counted: torch.Tensor | None = None) -> torch.Tensor:
     """SigLIP's pairwise sigmoid loss with any number of positives per row.
 
-    logits: (n, m) scaled and biased similarities; positive: (n, m) bool; counted: (n, m) bool, the
-    pairs in the sum (None: all). Returns -sum(log sigmoid(z * logits)) / n over the counted pairs,
-    z = +1 on positives, -1 elsewhere; with `positive` the identity and every pair counted this is
+    logits: (n, m) scaled and biased similarities; positive: (n, m) bool; counted: (n, m) bool or
+    float, the pairs in the sum and their weights (None: all, weight 1). Returns
+    -sum(w * log sigmoid(z * logits)) / n over the counted pairs, w their weight, z = +1 on
+    positives, -1 elsewhere; with `positive` the identity and every pair counted this is
     what `SiglipModel(..., return_loss=True)` computes.
     """
     signs = positive.to(logits.dtype) * 2 - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +71,14 @@ class TrainSiglipConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 50
     image_loss_weight: float = 1.0  # weight of the crop <-> own-garment-shot sigmoid loss; 0: image-text only
-    hard_negatives: bool = False  # every other epoch, batches of garments of one category and colour
-    # (`grouped_by_look`): hard negatives for the crop <-> garment-shot loss
+    hard_negatives: bool = False  # every other epoch, batches of garments that share the attributes of
+    # one of `hard_negative_looks` (`grouped_by_look`): hard negatives for the crop <-> garment-shot loss
+    hard_negative_looks: list[list[str]] = field(default_factory=lambda: [["category", "colour"]])  # the
+    # attributes a hard epoch's batches share, taken in turn: ["colour", "pattern"] makes shape tell them apart
     vocabulary_prompts: bool = True  # each step also pairs every image with every zero-shot prompt of the
     # attributes the train split knows (all vocabulary values: absent ones become negatives)
+    prompt_weights: dict[str, float] = field(default_factory=dict)  # attribute -> weight in the loss of the
+    # image pairs with texts that claim only that attribute (its zero-shot prompts); others: 1
     box_padding: float = 0.05  # as detector.box_padding in conf/mine.yaml
     sketches: bool = False  # every garment's edge-map sketch (core.sketches) is also a view of it, knowing only its
     # category: the vision tower learns sketch queries (quality.search) alongside photos
@@ -121,34 +125,39 @@ def normaliser(processor, device: str):
     return normalise
 
 
-def grouped_by_look(order: np.ndarray, data: SplitImages, rng: np.random.Generator) -> np.ndarray:
-    """`order` regrouped by (category, colour), the groups in random order, each keeping its order
-    within: consecutive anchors then look alike, so a batch's other garments are hard negatives
-    for the crop <-> garment-shot loss (a batch straddling two groups mixes them)."""
-    groups: dict[tuple[str, str], list[int]] = {}
+def grouped_by_look(order: np.ndarray, data: SplitImages, rng: np.random.Generator, look: Sequence[str]) -> np.ndarray:
+    """`order` regrouped by the values of the attributes `look`, the groups in random order, each
+    keeping its order within: consecutive anchors then look alike, so a batch's other garments are
+    hard negatives for the crop <-> garment-shot loss (a batch straddling two groups mixes them)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
     for i in order:
-        groups.setdefault((data.attributes[i]["category"], data.attributes[i]["colour"]), []).append(int(i))
+        groups.setdefault(tuple(data.attributes[i][a] for a in look), []).append(int(i))
     keys = list(groups)
     return np.array([i for k in rng.permutation(len(keys)) for i in groups[keys[k]]], dtype=np.int64)
 
 
-def anchor_batches(data: SplitImages, half: int, rng: np.random.Generator, hard_negatives: bool = False):
+def anchor_batches(data: SplitImages, half: int, rng: np.random.Generator, look: Sequence[str] = ()):
     """Batches of image rows: up to `half` anchors (every crop, every shot of a garment without
-    crops, shuffled; with `hard_negatives` `grouped_by_look`), each followed by its partner: a
-    crop's own garment shot, else a random shot."""
+    crops, shuffled; with a `look`, `grouped_by_look` by its attributes), each followed by its
+    partner: a crop's own garment shot, else a random shot."""
     shot_of = {g: i for i, g in enumerate(data.garment_ids) if data.is_shot[i]}
     cropped = {g for g, shot in zip(data.garment_ids, data.is_shot) if not shot}
     anchors = [i for i, g in enumerate(data.garment_ids) if not data.is_shot[i] or g not in cropped]
     shots = np.flatnonzero(data.is_shot)
     order = rng.permutation(anchors)
-    if hard_negatives:
-        order = grouped_by_look(order, data, rng)
+    if look:
+        order = grouped_by_look(order, data, rng, look)
     for start in range(0, len(order), half):
         rows = []
         for i in order[start : start + half]:
             partner = shot_of.get(data.garment_ids[i]) if not data.is_shot[i] else None
             rows += [int(i), int(partner) if partner is not None else int(rng.choice(shots))]
         yield np.array(rows)
+
+
+def claim_weights(claims: Sequence[Claim], weights: Mapping[str, float]) -> np.ndarray:
+    """(m,) float: `weights[a]` for a claim about attribute `a` alone, 1 for any other claim."""
+    return np.array([weights.get(next(iter(c))[0], 1.0) if len(c) == 1 else 1.0 for c in claims])
 
 
 class ImageLogit(torch.nn.Module):
@@ -171,9 +180,10 @@ def batch_loss(
     image: ImageLogit,
     counted: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """Sigmoid loss of n images against m texts (`truth` (n, m) bool: text j is true of image i; only
-    the pairs of `counted` (n, m) bool, None: all) plus `image.weight` x the sigmoid loss of the images
-    among themselves (`same` (n, n) bool: same garment), leaving out each image paired with itself."""
+    """Sigmoid loss of n images against m texts (`truth` (n, m) bool: text j is true of image i; each
+    pair weighted by `counted` (n, m), 0 leaving it out; None: all pairs, weight 1) plus
+    `image.weight` x the sigmoid loss of the images among themselves (`same` (n, n) bool: same
+    garment), leaving out each image paired with itself."""
     output = model(input_ids=input_ids, pixel_values=pixels)
     device = output.logits_per_image.device
     mask = None if counted is None else torch.from_numpy(counted).to(device)
@@ -218,14 +228,17 @@ def train(
     saved = start
     for epoch in range(cfg.epochs):
         hard = cfg.hard_negatives and epoch % 2 == 1  # every other epoch: text positives stay varied
-        for rows in anchor_batches(data, half, rng, hard):
+        looks = cfg.hard_negative_looks
+        look = looks[(epoch // 2) % len(looks)] if hard else ()
+        for rows in anchor_batches(data, half, rng, look):
             pixels = data.pixels[rows]
             flip = rng.random(len(rows)) < 0.5
             pixels[flip] = pixels[flip, :, ::-1]
             picked = [*(texts_for(int(i)) for i in rows), *prompts]
             tokens = tokenizer([t for t, _ in picked], padding="max_length", truncation=True, return_tensors="pt")
             claims, attributes = [c for _, c in picked], [data.attributes[i] for i in rows]
-            truth, counted = positives(claims, attributes), decided(claims, attributes)
+            truth = positives(claims, attributes)
+            counted = decided(claims, attributes) * claim_weights(claims, cfg.prompt_weights)
             same = same_id_positives([data.garment_ids[i] for i in rows])
             with autocast:
                 ids = tokens["input_ids"].to(device)
