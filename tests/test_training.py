@@ -202,6 +202,31 @@ def test_hard_negative_batches_hold_garments_that_look_alike() -> None:
         assert all(shared) if look else not all(shared)
 
 
+def test_hard_negative_runs_keep_look_alikes_together_only_within_a_run() -> None:
+    """24 garments in 2 looks: grouped whole, each look's anchors are consecutive; in runs of 2,
+    every run shares its look but the looks interleave, and every anchor still comes once."""
+    looks = [("dress", "red"), ("coat", "blue")] * 12
+    shots = [{**{a: "" for a in RED_DRESS}, "category": c, "colour": colour} for c, colour in looks]
+    data = SplitImages(
+        pixels=np.zeros((24, 4, 4, 3), np.uint8),
+        garment_ids=[f"g{i}" for i in range(24)],
+        attributes=shots,
+        texts=[""] * 24,
+        is_shot=np.ones(24, bool),
+    )
+
+    def changes(order: np.ndarray) -> int:  # how often the look changes along the order
+        return sum(looks[a] != looks[b] for a, b in zip(order[:-1], order[1:]))
+
+    look = ("category", "colour")
+    for seed in range(5):
+        whole = siglip_loop.grouped_by_look(np.arange(24), data, np.random.default_rng(seed), look)
+        runs = siglip_loop.grouped_by_look(np.arange(24), data, np.random.default_rng(seed), look, run=2)
+        assert sorted(runs.tolist()) == list(range(24)) and changes(whole) == 1
+        assert all(looks[runs[i]] == looks[runs[i + 1]] for i in range(0, 24, 2))
+        assert changes(runs) >= 2
+
+
 def test_short_training_lowers_the_loss(tmp_path: Path, vocab) -> None:
     folder = build_tiny_siglip(tmp_path / "init", vocabulary_words(vocab), image_size=32, dim=32, layers=1)
     model, tokenizer = AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)

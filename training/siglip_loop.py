@@ -75,6 +75,8 @@ class TrainSiglipConfig:
     # one of `hard_negative_looks` (`grouped_by_look`): hard negatives for the crop <-> garment-shot loss
     hard_negative_looks: list[list[str]] = field(default_factory=lambda: [["category", "colour"]])  # the
     # attributes a hard epoch's batches share, taken in turn: ["colour", "pattern"] makes shape tell them apart
+    hard_negative_run: int = 0  # > 0: a hard epoch's look-alikes come in runs of this many anchors, the runs
+    # shuffled, so a batch of batch_size / 2 anchors mixes that many / run looks; 0: each look's anchors all together
     vocabulary_prompts: bool = True  # each step also pairs every image with every zero-shot prompt of the
     # attributes the train split knows (all vocabulary values: absent ones become negatives)
     prompt_weights: dict[str, float] = field(default_factory=dict)  # attribute -> weight in the loss of the
@@ -125,20 +127,26 @@ def normaliser(processor, device: str):
     return normalise
 
 
-def grouped_by_look(order: np.ndarray, data: SplitImages, rng: np.random.Generator, look: Sequence[str]) -> np.ndarray:
+def grouped_by_look(
+    order: np.ndarray, data: SplitImages, rng: np.random.Generator, look: Sequence[str], run: int = 0
+) -> np.ndarray:
     """`order` regrouped by the values of the attributes `look`, the groups in random order, each
     keeping its order within: consecutive anchors then look alike, so a batch's other garments are
-    hard negatives for the crop <-> garment-shot loss (a batch straddling two groups mixes them)."""
+    hard negatives for the crop <-> garment-shot loss (a batch straddling two groups mixes them).
+    `run` > 0: each group is cut into runs of `run` anchors (its last one shorter) and the runs of
+    every group are shuffled together, so look-alikes stay consecutive only within a run."""
     groups: dict[tuple[str, ...], list[int]] = {}
     for i in order:
         groups.setdefault(tuple(data.attributes[i][a] for a in look), []).append(int(i))
-    keys = list(groups)
-    return np.array([i for k in rng.permutation(len(keys)) for i in groups[keys[k]]], dtype=np.int64)
+    runs = (
+        [g[s : s + run] for g in groups.values() for s in range(0, len(g), run)] if run > 0 else list(groups.values())
+    )
+    return np.array([i for k in rng.permutation(len(runs)) for i in runs[k]], dtype=np.int64)
 
 
-def anchor_batches(data: SplitImages, half: int, rng: np.random.Generator, look: Sequence[str] = ()):
+def anchor_batches(data: SplitImages, half: int, rng: np.random.Generator, look: Sequence[str] = (), run: int = 0):
     """Batches of image rows: up to `half` anchors (every crop, every shot of a garment without
-    crops, shuffled; with a `look`, `grouped_by_look` by its attributes), each followed by its
+    crops, shuffled; with a `look`, `grouped_by_look` by its attributes in runs of `run`), each followed by its
     partner: a crop's own garment shot, else a random shot."""
     shot_of = {g: i for i, g in enumerate(data.garment_ids) if data.is_shot[i]}
     cropped = {g for g, shot in zip(data.garment_ids, data.is_shot) if not shot}
@@ -146,7 +154,7 @@ def anchor_batches(data: SplitImages, half: int, rng: np.random.Generator, look:
     shots = np.flatnonzero(data.is_shot)
     order = rng.permutation(anchors)
     if look:
-        order = grouped_by_look(order, data, rng, look)
+        order = grouped_by_look(order, data, rng, look, run)
     for start in range(0, len(order), half):
         rows = []
         for i in order[start : start + half]:
@@ -230,7 +238,7 @@ def train(
         hard = cfg.hard_negatives and epoch % 2 == 1  # every other epoch: text positives stay varied
         looks = cfg.hard_negative_looks
         look = looks[(epoch // 2) % len(looks)] if hard else ()
-        for rows in anchor_batches(data, half, rng, look):
+        for rows in anchor_batches(data, half, rng, look, cfg.hard_negative_run):
             pixels = data.pixels[rows]
             flip = rng.random(len(rows)) < 0.5
             pixels[flip] = pixels[flip, :, ::-1]
