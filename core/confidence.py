@@ -6,6 +6,8 @@ Features of a pair (one value per scored garment; NaN where the pair has no cand
   margin            its score minus the runner-up's (0 with a single candidate)
   siglip_gap        its S_SigLIP minus the highest S_SigLIP among the other candidates (0 with a
                     single candidate): how much nearer it is than every other crop
+  crop_margin       its score minus the best score of its crop with any other garment (0 when no other
+                    garment holds the crop among its candidates; `core.crop_rivals`)
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-FEATURES = ("s_vlm", "s_siglip", "margin", "siglip_gap")
-COLUMNS = ("s_vlm", "s_siglip", "margin", "candidate_s_siglip")  # the pair columns the features come from
+FEATURES = ("s_vlm", "s_siglip", "margin", "siglip_gap", "crop_margin")
+COLUMNS = (
+    "s_vlm",
+    "s_siglip",
+    "margin",
+    "candidate_s_siglip",
+    "crop_margin",
+)  # the pair columns the features come from
 
 
 def _floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -46,7 +54,8 @@ def pair_features(pairs: pa.Table | pa.RecordBatch) -> np.ndarray:
     nearest_other = np.where(s_siglip >= first, second, first)  # the best is the nearest unless beaten
     gap = np.where(np.isnan(nearest_other), 0.0, s_siglip - nearest_other)
     margin = np.where(np.isnan(margin), 0.0, margin)
-    out = np.stack([s_vlm, s_siglip, margin, gap], axis=1)
+    crop_margin = np.nan_to_num(_floats(pairs["crop_margin"]), nan=0.0)
+    out = np.stack([s_vlm, s_siglip, margin, gap, crop_margin], axis=1)
     out[np.isnan(s_siglip)] = np.nan
     return out
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, OmegaConf
 
 from core.storage import SCHEMES, StorageConfig, has_user_info, local_path
+from core.tiering import KEYS
 from core.vocab import load_vocab
 
 T = TypeVar("T")
@@ -152,12 +153,15 @@ class IndexConfig:
 
 @dataclass
 class TierConfig:
-    """`threshold`: score >= thresholds[tier]; `count`: the top counts[tier] garments by score;
+    """`threshold`: key >= thresholds[tier]; `count`: the top counts[tier] garments by key;
     `calibrated`: confidence >= thresholds[tier], the confidence (`core.confidence`) given by
-    `calibration` (None: the tier is empty). `jobs.calibrate` writes the calibrated settings, certified
-    for `target_precision` per tier at level `delta`."""
+    `calibration` (None: the tier is empty). `key` (`core.tiering.tier_key`): `score`, or
+    `score_plus_crop_margin` (S plus how far the pair beats the crop's best claim by another
+    garment). `jobs.calibrate` writes the calibrated settings, certified for `target_precision` per
+    tier at level `delta`."""
 
     mode: str = "threshold"
+    key: str = "score"
     thresholds: dict[str, float | None] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     histogram_bins: int = 4096
@@ -318,6 +322,8 @@ def validate(cfg: MineConfig) -> None:
     """Raise ValueError for settings that would only fail deep inside a running job."""
     if cfg.tiers.mode not in ("threshold", "count", "calibrated"):
         raise ValueError(f"tiers.mode must be 'threshold', 'count' or 'calibrated', got {cfg.tiers.mode!r}")
+    if cfg.tiers.key not in KEYS:
+        raise ValueError(f"tiers.key must be one of {KEYS}, got {cfg.tiers.key!r}")
     if cfg.tiers.mode == "calibrated" and not cfg.tiers.calibration:
         raise ValueError("tiers.mode 'calibrated' needs tiers.calibration (written by jobs.calibrate)")
     if not 0 < cfg.tiers.delta < 1 or not all(0 < p <= 1 for p in cfg.tiers.target_precision.values()):

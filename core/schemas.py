@@ -102,5 +102,7 @@ SCORED = pa.schema(
     ]
 )
 
-# `confidence`: the calibrated probability that the pair is true (tiers.mode calibrated), else NaN.
-PAIRS = SCORED.append(pa.field("tier", pa.string())).append(pa.field("confidence", pa.float32()))
+# `crop_margin`: score minus the best score of the same crop with any other garment holding it among its
+# candidates, NaN when none does (core.crop_rivals); `confidence`: the calibrated probability that the
+# pair is true (tiers.mode calibrated), else NaN.
+PAIRS = pa.schema([*SCORED, ("crop_margin", pa.float32()), ("tier", pa.string()), ("confidence", pa.float32())])

@@ -14,7 +14,22 @@ TIERS = ("high", "mid", "low")
 UNMATCHED = "unmatched"
 TIER_ORDER = (*TIERS, UNMATCHED)  # every value of the tier column, best first
 
-Cutoff = tuple[float, str]  # the (score, garment_id) of the last garment inside a tier
+Cutoff = tuple[float, str]  # the (key, garment_id) of the last garment inside a tier
+KEYS = ("score", "score_plus_crop_margin")  # what tiers rank a pair by (TierConfig.key)
+
+
+def tier_key(scores: np.ndarray, crop_margins: np.ndarray | None, key: str) -> np.ndarray:
+    """(n,) float32 value a pair is tiered by: its score S, or S plus its crop margin
+    (`core.crop_rivals`; NaN, no other garment claiming the crop, counts 0). NaN where S is NaN."""
+    scores = np.asarray(scores, np.float32)
+    if key == "score":
+        return scores
+    return (scores + np.nan_to_num(np.asarray(crop_margins, np.float32), nan=0.0)).astype(np.float32)
+
+
+def key_range(key: str, width: float) -> tuple[float, float]:
+    """The range of `tier_key` values when scores lie in [-width, width]: a crop margin lies in [-2w, 2w]."""
+    return (-width, width) if key == "score" else (-3 * width, 3 * width)
 
 
 def by_threshold(scores: np.ndarray, thresholds: Mapping[str, float | None]) -> np.ndarray:

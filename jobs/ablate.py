@@ -8,7 +8,8 @@ OUT_DIR/whole_image (`detector.enabled=false`); a run whose summary.json carries
 is reused, an unfinished one resumes from its committed shards. Each run is then evaluated with the
 three lambda settings of `quality.evaluation.ablation_lambdas`, and with the VLM as the seed paper
 uses it, a semantic pre-filter (`vlm_prefilter_K`: S_SigLIP ranks a garment's K candidates with
-the highest S_VLM, `--vlm-prefilter`), by re-scoring its stored candidates (no rerun).
+the highest S_VLM, `--vlm-prefilter`), by re-scoring its stored candidates (no rerun); S_SigLIP only
+and the combined score are also tiered by S plus the crop margin (`core.crop_rivals`).
 Overlays and key=value overrides go to the mining job (models, tiers, pools), as for
 `python -m jobs.mine`. Writes OUT_DIR/ablation.json, OUT_DIR/ablation.md (the table) and one
 precision-vs-coverage curve per row under OUT_DIR/curves/. With --calibration (a calibration.json
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,7 +59,9 @@ def scored_settings(
 ) -> dict[str, tuple[tuple[float, float], pa.Table]]:
     """setting -> (lambdas, the run's pairs re-scored and tiered with them): the three of
     `evaluation.ablation_lambdas` and `vlm_prefilter` (the seed's use of the VLM: S_SigLIP ranks
-    only the `vlm_prefilter` candidates with the highest S_VLM), tiered as the run was, and
+    only the `vlm_prefilter` candidates with the highest S_VLM), tiered as the run was;
+    `siglip_only+crop_margin` and `combined+crop_margin`, tiered by S plus the crop margin when the
+    run was tiered by S alone; and
     `calibrated` when a calibration (a jobs.calibrate calibration.json) is given: its lambdas,
     confidence and certified cut-offs."""
     scoring, tiers = run.cfg.scoring, run.cfg.tiers
@@ -68,6 +72,11 @@ def scored_settings(
         siglip_only,
         evaluation.rescored(run.pairs, *siglip_only, tiers, vlm_prefilter),
     )
+    if tiers.key == "score":
+        by_crop_margin = replace(tiers, key="score_plus_crop_margin")
+        for setting in ("siglip_only", "combined"):
+            lambdas = settings[setting]
+            out[f"{setting}+crop_margin"] = (lambdas, evaluation.rescored(run.pairs, *lambdas, by_crop_margin))
     if calibration:
         lambdas = (calibration["scoring"]["lambda_vlm"], calibration["scoring"]["lambda_siglip"])
         pairs = repicked(run.pairs, *lambdas, str(run.folder / CROPS_DIR))

@@ -1,8 +1,11 @@
-"""The tiering stage: every scored garment gets its tier, streamed with Ray Data.
+"""The tiering stage: every scored garment gets its crop margin and its tier, streamed with Ray Data.
 
-Threshold mode is one map. Count mode is exact without gathering all scores anywhere:
-pass 1 sums per-batch histograms of the scores; pass 2 gathers only the (score, garment_id)
-pairs inside the few bins that hold a tier boundary; the cutoffs then tier every row in a map.
+Crop margins (`core.crop_rivals`) take a group-by of every garment's candidates by crop (its two
+best claims) and a join of the pairs to it by crop_id; the pairs with their margins are then
+materialised in the object store for the passes below. Threshold mode is one map. Count mode is
+exact without gathering all keys anywhere: pass 1 sums per-batch histograms of the tier keys; pass
+2 gathers only the (key, garment_id) pairs inside the few bins that hold a tier boundary; the
+cutoffs then tier every row in a map.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import pyarrow as pa
 import ray
 from ray.data import Dataset
 
-from core import tiering
+from core import crop_rivals, tiering
 from core.confidence import Confidence
 from core.config import MineConfig, ScoringConfig, TierConfig
 from core.schemas import GARMENT_IDS, PAIRS, PAIRS_DIR, SCORED_DIR, TIERING
@@ -22,32 +25,43 @@ from pipeline.commits import ShardCommit
 from pipeline.sink import ShardTables, SplitParquetSink
 
 
-def score_range(scoring: ScoringConfig) -> tuple[float, float]:
-    """Every score lies in [-w, w], w = |lambda_vlm| + |lambda_siglip| (cosines lie in [-1, 1])."""
-    width = abs(scoring.lambda_vlm) + abs(scoring.lambda_siglip)
-    return -width, width
+def key_range(cfg: TierConfig, scoring: ScoringConfig) -> tuple[float, float]:
+    """The range of the tier key (`tiering.key_range`): every score lies in [-w, w],
+    w = |lambda_vlm| + |lambda_siglip| (cosines lie in [-1, 1])."""
+    return tiering.key_range(cfg.key, abs(scoring.lambda_vlm) + abs(scoring.lambda_siglip))
 
 
-def _bins(batch: dict, cfg: TierConfig, scoring: ScoringConfig) -> np.ndarray:
-    scores = batch["score"].astype(np.float64)
-    return tiering.score_bins(np.nan_to_num(scores, nan=0.0), *score_range(scoring), cfg.histogram_bins)
+def _floats(batch: dict | pa.Table, name: str) -> np.ndarray | None:
+    if name not in (batch.column_names if isinstance(batch, pa.Table) else batch):
+        return None
+    column = batch[name]
+    return column.to_numpy(zero_copy_only=False) if isinstance(column, pa.ChunkedArray | pa.Array) else column
+
+
+def _keys(batch: dict | pa.Table, cfg: TierConfig) -> np.ndarray:
+    return tiering.tier_key(_floats(batch, "score"), _floats(batch, "crop_margin"), cfg.key)
+
+
+def _bins(keys: np.ndarray, cfg: TierConfig, scoring: ScoringConfig) -> np.ndarray:
+    return tiering.score_bins(np.nan_to_num(keys, nan=0.0), *key_range(cfg, scoring), cfg.histogram_bins)
 
 
 def _histogram(batch: dict, cfg: TierConfig, scoring: ScoringConfig) -> dict:
-    scored = ~np.isnan(batch["score"])
-    counts = np.bincount(_bins(batch, cfg, scoring)[scored], minlength=cfg.histogram_bins)
+    keys = _keys(batch, cfg)
+    counts = np.bincount(_bins(keys, cfg, scoring)[~np.isnan(keys)], minlength=cfg.histogram_bins)
     return {"histogram": counts[None, :]}
 
 
 def _in_bins(batch: dict, wanted: list[int], cfg: TierConfig, scoring: ScoringConfig) -> dict:
-    bins = _bins(batch, cfg, scoring)
-    keep = ~np.isnan(batch["score"]) & np.isin(bins, wanted)
-    return {"bin": bins[keep], "score": batch["score"][keep], "garment_id": batch["garment_id"][keep]}
+    keys = _keys(batch, cfg)
+    bins = _bins(keys, cfg, scoring)
+    keep = ~np.isnan(keys) & np.isin(bins, wanted)
+    return {"bin": bins[keep], "score": keys[keep], "garment_id": batch["garment_id"][keep]}
 
 
 def count_cutoffs(scored: Dataset, cfg: TierConfig, scoring: ScoringConfig) -> list[tiering.Cutoff | None]:
-    """The exact (score, garment_id) cutoff of each tier in count mode (None: tier not full)."""
-    columns = scored.select_columns(["garment_id", "score"])
+    """The exact (key, garment_id) cutoff of each tier in count mode (None: tier not full)."""
+    columns = scored.select_columns(["garment_id", "score", *(["crop_margin"] if cfg.key != "score" else [])])
     histogram = np.zeros(cfg.histogram_bins, np.int64)
     for batch in columns.map_batches(_histogram, fn_kwargs={"cfg": cfg, "scoring": scoring}).iter_batches():
         histogram += batch["histogram"].sum(axis=0)
@@ -76,19 +90,50 @@ def count_cutoffs(scored: Dataset, cfg: TierConfig, scoring: ScoringConfig) -> l
 
 def assign(batch: pa.Table, cfg: TierConfig, cutoffs: list[tiering.Cutoff | None] | None) -> pa.Table:
     """Scored rows (an Arrow batch: list columns such as the candidates stay Arrow) plus `tier` and
-    `confidence`: by thresholds on the score, by count-mode cutoffs when given, or by thresholds on
+    `confidence`: by thresholds on the tier key, by count-mode cutoffs when given, or by thresholds on
     the calibrated confidence (the only mode that fills `confidence`)."""
-    scores = batch["score"].to_numpy(zero_copy_only=False)
-    confidence = np.full(len(scores), np.nan)
+    keys = _keys(batch, cfg)
+    confidence = np.full(len(keys), np.nan)
     if cfg.mode == "calibrated":
         confidence = Confidence.from_dict(cfg.calibration)(batch)
         tiers = tiering.by_threshold(confidence, cfg.thresholds)
     elif cutoffs is None:
-        tiers = tiering.by_threshold(scores, cfg.thresholds)
+        tiers = tiering.by_threshold(keys, cfg.thresholds)
     else:
-        tiers = tiering.by_cutoffs(scores, batch["garment_id"].to_numpy(zero_copy_only=False), cutoffs)
+        tiers = tiering.by_cutoffs(keys, batch["garment_id"].to_numpy(zero_copy_only=False), cutoffs)
     batch = batch.append_column("tier", pa.array(tiers.tolist(), pa.string()))
     return batch.append_column("confidence", pa.array(confidence.astype(np.float32)))
+
+
+def _claims(batch: pa.Table, scoring: ScoringConfig) -> pa.Table:
+    return crop_rivals.claims(batch, scoring.lambda_vlm, scoring.lambda_siglip)
+
+
+def _with_crop_margin(batch: pa.Table) -> pa.Table:
+    """Pairs joined to their crop's TOP_TWO columns in, the pairs with `crop_margin` out."""
+    floats = {name: _floats(batch, name).astype(np.float32) for name in ("score", "first_score", "second_score")}
+    margin = crop_rivals.margins(
+        batch["garment_id"].to_numpy(zero_copy_only=False),
+        floats["score"],
+        batch["first_garment_id"].to_numpy(zero_copy_only=False),
+        floats["first_score"],
+        floats["second_score"],
+    )
+    return batch.drop_columns(crop_rivals.TOP_TWO.names[1:]).append_column("crop_margin", pa.array(margin))
+
+
+def with_crop_margins(scored: Dataset, scoring: ScoringConfig, partitions: int) -> Dataset:
+    """`scored` (SCORED rows) plus each pair's `crop_margin` (`core.crop_rivals`), in `partitions`
+    hash partitions by crop_id: every garment's candidates are grouped by crop (one row per claim),
+    then each pair is joined to its crop's two best claims."""
+    claimed = scored.select_columns(list(crop_rivals.CLAIM_COLUMNS)).map_batches(
+        _claims, fn_kwargs={"scoring": scoring}, batch_format="pyarrow"
+    )
+    best_two = claimed.groupby("crop_id", num_partitions=partitions).map_groups(
+        crop_rivals.top_two, batch_format="pyarrow"
+    )
+    joined = scored.join(best_two, "left_outer", num_partitions=partitions, on=("crop_id",))
+    return joined.map_batches(_with_crop_margin, batch_format="pyarrow")
 
 
 def tier_pairs(cfg: MineConfig, scored: dict[int, ShardCommit]) -> ShardCommit:
@@ -100,6 +145,7 @@ def tier_pairs(cfg: MineConfig, scored: dict[int, ShardCommit]) -> ShardCommit:
         return ShardCommit()
     fs = filesystem(cfg.output, cfg.storage)[0]
     scored = ray.data.read_parquet([filesystem(f, cfg.storage)[1] for f in files], filesystem=fs, partitioning=None)
+    scored = with_crop_margins(scored, cfg.scoring, partitions=len(files)).materialize()
     cutoffs = count_cutoffs(scored, cfg.tiers, cfg.scoring) if cfg.tiers.mode == "count" else None
     tables = ShardTables(
         cfg.output, PAIRS_DIR, PAIRS, TIERING, *GARMENT_IDS, cfg.storage, count_by="tier", value_metric=metrics.PAIRS

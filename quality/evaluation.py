@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from core import boxes, tiering
 from core.arrow import matrix
 from core.config import TierConfig
+from core.crop_rivals import crop_margins
 from core.scoring import NO_CANDIDATE, BestMatch, best_candidate
 from core.vocab import ATTRIBUTES
 
@@ -254,12 +255,12 @@ def padded(lists: pa.Array, fill: float) -> tuple[np.ndarray, np.ndarray]:
     return values, valid
 
 
-def assign_tiers(scores: np.ndarray, ids: np.ndarray, cfg: TierConfig) -> np.ndarray:
-    """(n,) object tiers as the job assigns them (core.tiering): by thresholds, or exactly the
-    top counts[tier] by (score descending, garment_id ascending) in count mode."""
+def assign_tiers(keys: np.ndarray, ids: np.ndarray, cfg: TierConfig) -> np.ndarray:
+    """(n,) object tiers as the job assigns them (core.tiering) from each pair's tier key: by
+    thresholds, or exactly the top counts[tier] by (key descending, garment_id ascending) in count mode."""
     if cfg.mode == "threshold":
-        return tiering.by_threshold(scores, cfg.thresholds)
-    return tiering.by_cutoffs(scores, ids, tiering.cutoffs_in_memory(scores, ids, cfg.counts))
+        return tiering.by_threshold(keys, cfg.thresholds)
+    return tiering.by_cutoffs(keys, ids, tiering.cutoffs_in_memory(keys, ids, cfg.counts))
 
 
 def best_of_candidates(pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, vlm_prefilter: int = 0) -> BestMatch:
@@ -280,21 +281,26 @@ def rescored(
     pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, tiers: TierConfig, vlm_prefilter: int = 0
 ) -> pa.Table:
     """The pairs as the job would have made them with other lambdas (and `vlm_prefilter`), from the
-    stored candidates (`best_of_candidates`, then `assign_tiers`): garment_id, image_id, crop_id,
-    s_vlm, s_siglip, score, margin, tier, candidate_image_ids. image_id / crop_id null without a candidate."""
+    stored candidates (`best_of_candidates`, crop margins with these lambdas, then `assign_tiers` by
+    `tiers.key`): garment_id, image_id, crop_id, s_vlm, s_siglip, score, margin, crop_margin, tier,
+    candidate_image_ids. image_id / crop_id null without a candidate."""
     match = best_of_candidates(pairs, lambda_vlm, lambda_siglip, vlm_prefilter)
     garment_ids = _array(pairs, "garment_id")
     ids = garment_ids.to_numpy(zero_copy_only=False)
+    crop_ids = element(_array(pairs, "candidate_crop_ids"), match.index)
+    crop_margin = crop_margins(pairs, lambda_vlm, lambda_siglip, crop_ids, match.score)
+    keys = tiering.tier_key(match.score, crop_margin, tiers.key)
     return pa.table(
         {
             "garment_id": garment_ids,
             "image_id": picked_images(pairs, match),
-            "crop_id": element(_array(pairs, "candidate_crop_ids"), match.index),
+            "crop_id": crop_ids,
             "s_vlm": pa.array(match.s_vlm, pa.float32()),
             "s_siglip": pa.array(match.s_siglip, pa.float32()),
             "score": pa.array(match.score, pa.float32()),
             "margin": pa.array(match.margin, pa.float32()),
-            "tier": pa.array(assign_tiers(match.score, ids, tiers).tolist(), pa.string()),
+            "crop_margin": pa.array(crop_margin, pa.float32()),
+            "tier": pa.array(assign_tiers(keys, ids, tiers).tolist(), pa.string()),
             "candidate_image_ids": _array(pairs, "candidate_image_ids"),
         }
     )

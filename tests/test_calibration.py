@@ -29,17 +29,18 @@ def test_features_measure_how_much_nearer_the_best_is_than_every_other_candidate
     pairs = pairs_table(
         [
             # the best is the nearest: gap = 0.9 - 0.7
-            {"s_vlm": 0.5, "s_siglip": 0.9, "margin": 0.1, "candidate_s_siglip": [0.9, 0.7, 0.2]},
+            {"s_vlm": 0.5, "s_siglip": 0.9, "margin": 0.1, "candidate_s_siglip": [0.9, 0.7, 0.2], "crop_margin": -0.3},
             # a farther candidate won on S_VLM: gap = 0.6 - 0.8 (negative)
-            {"s_vlm": 0.9, "s_siglip": 0.6, "margin": 0.05, "candidate_s_siglip": [0.8, 0.6]},
-            {"s_vlm": 0.3, "s_siglip": 0.4, "margin": None, "candidate_s_siglip": [0.4]},  # one candidate
+            {"s_vlm": 0.9, "s_siglip": 0.6, "margin": 0.05, "candidate_s_siglip": [0.8, 0.6], "crop_margin": 0.2},
+            # one candidate, no other garment holding its crop
+            {"s_vlm": 0.3, "s_siglip": 0.4, "margin": None, "candidate_s_siglip": [0.4], "crop_margin": None},
             {"candidate_s_siglip": []},  # no candidate
         ]
     )
     features = pair_features(pairs)
-    assert FEATURES == ("s_vlm", "s_siglip", "margin", "siglip_gap")
+    assert FEATURES == ("s_vlm", "s_siglip", "margin", "siglip_gap", "crop_margin")
     np.testing.assert_allclose(
-        features[:3], [[0.5, 0.9, 0.1, 0.2], [0.9, 0.6, 0.05, -0.2], [0.3, 0.4, 0, 0]], atol=1e-6
+        features[:3], [[0.5, 0.9, 0.1, 0.2, -0.3], [0.9, 0.6, 0.05, -0.2, 0.2], [0.3, 0.4, 0, 0, 0]], atol=1e-6
     )
     assert np.isnan(features[3]).all()
 
@@ -52,7 +53,7 @@ def test_fitted_confidence_recovers_the_direction_of_each_feature() -> None:
     model = calibration.fit_confidence(features, true)
     weights = dict(zip(model.features, np.asarray(model.weights) / np.asarray(model.scale)))
     assert weights["s_siglip"] == pytest.approx(2.0, abs=0.3) and weights["siglip_gap"] == pytest.approx(1.0, abs=0.3)
-    assert abs(weights["s_vlm"]) < 0.2 and abs(weights["margin"]) < 0.2
+    assert all(abs(weights[name]) < 0.2 for name in ("s_vlm", "margin", "crop_margin"))
     assert Confidence.from_dict(model.as_dict()) == model  # round trip through a config
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -230,6 +231,26 @@ def test_rescored_picks_the_best_candidate_and_tiers_by_count(lambdas, image, sc
     assert out["score"].to_pylist()[:2] == score and math.isnan(out["score"][2].as_py())
     assert out["margin"][0].as_py() == margin and math.isnan(out["margin"][1].as_py())
     assert out["tier"].to_pylist() == ["high", "mid", "unmatched"]
+
+
+def test_rescored_by_crop_margin_ranks_a_crop_another_garment_claims_better_lower():
+    """g1 and g2 both pick crop i1:0 (S_SigLIP 0.9 and 0.8); g3 picks i3:0 at 0.7, which g2 holds
+    only at 0.1. By score g1 > g2 > g3; by score plus crop margin g3 (0.7 + 0.6) > g1 (0.9 + 0.1) >
+    g2 (0.8 - 0.1): g2's crop is g1's."""
+    pairs = pa.table(
+        {
+            "garment_id": ["g1", "g2", "g3"],
+            "candidate_crop_ids": [["i1:0"], ["i1:0", "i3:0"], ["i3:0"]],
+            "candidate_image_ids": [["i1"], ["i1", "i3"], ["i3"]],
+            "candidate_s_vlm": pa.array([[0.0], [0.0, 0.0], [0.0]], pa.list_(pa.float32())),
+            "candidate_s_siglip": pa.array([[0.9], [0.8, 0.1], [0.7]], pa.list_(pa.float32())),
+        }
+    )
+    by_score = ev.rescored(pairs, 0.0, 1.0, COUNT_TIERS)
+    by_both = ev.rescored(pairs, 0.0, 1.0, replace(COUNT_TIERS, key="score_plus_crop_margin"))
+    np.testing.assert_allclose(by_both["crop_margin"].to_pylist(), [0.1, -0.1, 0.6], atol=1e-6)
+    assert by_score["tier"].to_pylist() == ["high", "mid", "low"]
+    assert by_both["tier"].to_pylist() == ["mid", "low", "high"]
 
 
 def test_rescored_threshold_tiers():

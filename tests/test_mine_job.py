@@ -248,7 +248,8 @@ def test_candidates_are_stored_and_rescoring_them_reproduces_the_pairs(run):
     for crop_ids, image_ids in zip(pairs["candidate_crop_ids"].to_pylist(), pairs["candidate_image_ids"].to_pylist()):
         assert [c.rsplit(":", 1)[0] for c in crop_ids] == image_ids
     again = evaluation.rescored(pairs, cfg.scoring.lambda_vlm, cfg.scoring.lambda_siglip, cfg.tiers)
-    for column in ("garment_id", "image_id", "crop_id", "s_vlm", "s_siglip", "score", "margin", "tier"):
+    columns = ("garment_id", "image_id", "crop_id", "s_vlm", "s_siglip", "score", "margin", "crop_margin", "tier")
+    for column in columns:  # crop margins: the job's group-by and join against core.crop_rivals in memory
         assert again[column].to_pylist() == pairs[column].to_pylist(), column
 
 

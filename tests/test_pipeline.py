@@ -82,24 +82,28 @@ def test_duplicate_ids_are_named_by_both_counting_paths(local_ray, rows_per_part
     assert "'i007' (x2)" in str(error.value) and "'i042' (x3)" in str(error.value)
 
 
+@pytest.mark.parametrize("key", ["score", "score_plus_crop_margin"])
 @pytest.mark.parametrize("bins", [1, 16, 4096])
-def test_count_mode_tiers_exactly_by_score_then_id(local_ray, bins):
+def test_count_mode_tiers_exactly_by_key_then_id(local_ray, bins, key):
     rng = np.random.default_rng(bins)
     n = 3000
     scores = np.round(rng.uniform(-1, 1, n), 2).astype(np.float32)  # many exact ties
     scores[rng.choice(n, 100, replace=False)] = np.nan  # garments without a candidate
+    crop_margins = np.round(rng.uniform(-2, 2, n), 1).astype(np.float32)
+    crop_margins[rng.choice(n, 100, replace=False)] = np.nan  # no other garment claims the crop: counts 0
     ids = np.array([f"g{i:05d}" for i in rng.permutation(n)], dtype=object)
-    table = pa.table({"garment_id": ids, "score": scores})
+    table = pa.table({"garment_id": ids, "score": scores, "crop_margin": crop_margins})
     ds = ray.data.from_arrow(table).repartition(7)
-    cfg = TierConfig(mode="count", counts={"high": 50, "mid": 400, "low": 5000}, histogram_bins=bins)
+    cfg = TierConfig(mode="count", key=key, counts={"high": 50, "mid": 400, "low": 5000}, histogram_bins=bins)
     cutoffs = tier_passes.count_cutoffs(ds, cfg, ScoringConfig(lambda_vlm=0.5, lambda_siglip=0.5))
     assert cutoffs[2] is None  # fewer scored garments than high + mid + low
     tiered = {}
     kwargs = {"cfg": cfg, "cutoffs": cutoffs}
     for batch in ds.map_batches(tier_passes.assign, fn_kwargs=kwargs, batch_format="pyarrow").iter_batches():
         tiered.update(zip(batch["garment_id"], batch["tier"]))
+    keys = scores + (np.nan_to_num(crop_margins) if key != "score" else 0)
     scored = ~np.isnan(scores)
-    order = [i for i in np.lexsort((ids, -np.where(scored, scores, -np.inf))) if scored[i]]
+    order = [i for i in np.lexsort((ids, -np.where(scored, keys, -np.inf))) if scored[i]]
     expected = dict.fromkeys(ids[~scored], UNMATCHED)
     for rank, i in enumerate(order):
         expected[ids[i]] = TIERS[0] if rank < 50 else TIERS[1] if rank < 450 else TIERS[2]

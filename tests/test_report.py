@@ -79,6 +79,7 @@ def pairs_and_truth(sample, crops: pa.Table, rng: np.random.Generator) -> tuple[
         "margin": np.where(np.arange(N_PAIRS) % 9 == 0, np.nan, rng.exponential(0.03, N_PAIRS)).astype(np.float32),
         "n_candidates": np.where(np.arange(N_PAIRS) < n, 20, 0).astype(np.int32),
         **{name: [[] for _ in range(N_PAIRS)] for name in schemas.PAIRS.names if name.startswith("candidate_")},
+        "crop_margin": np.full(N_PAIRS, np.nan, np.float32),
         "tier": by_threshold(scores, THRESHOLDS).tolist(),
         "confidence": np.full(N_PAIRS, np.nan, np.float32),
     }

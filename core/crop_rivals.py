@@ -1,0 +1,91 @@
+"""The crop side of a pair: how much better its garment claims the crop than any other garment does.
+
+A garment's candidates are its claims on crops, each with the score S it would give that pair.
+A pair's `crop_margin` is its score minus the best score of the same crop with any other garment
+among whose candidates the crop is (NaN when there is none, or the garment has no pair): a
+crop that another garment claims more strongly is probably that garment's. The job computes it
+distributed (`claims`, then `top_two` per crop, then `margins` on the pairs joined to it by
+crop_id, in `pipeline.tier_passes`); `crop_margins` does the same in memory for a run's pairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CLAIM_COLUMNS = ("garment_id", "candidate_crop_ids", "candidate_s_vlm", "candidate_s_siglip")  # what `claims` reads
+CLAIMS = pa.schema([("crop_id", pa.string()), ("garment_id", pa.string()), ("score", pa.float32())])
+TOP_TWO = pa.schema(
+    [
+        ("crop_id", pa.string()),
+        ("first_garment_id", pa.string()),  # the garment with the crop's highest score (ties: lowest id)
+        ("first_score", pa.float32()),
+        ("second_score", pa.float32()),  # the next garment's score; NaN when one garment claims the crop
+    ]
+)
+
+
+def _flat(lists: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(row of each value, the values) of a list column."""
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    return pc.list_parent_indices(lists).to_numpy(zero_copy_only=False), pc.list_flatten(lists)
+
+
+def claims(pairs: pa.Table | pa.RecordBatch, lambda_vlm: float, lambda_siglip: float) -> pa.Table:
+    """CLAIMS: one row per candidate of every garment in `pairs` (SCORED columns CLAIM_COLUMNS),
+    its score S in float32 as
+    `core.scoring.best_candidate` computes it."""
+    rows, crop_ids = _flat(pairs["candidate_crop_ids"])
+    s_vlm = _flat(pairs["candidate_s_vlm"])[1].to_numpy(zero_copy_only=False).astype(np.float32)
+    s_siglip = _flat(pairs["candidate_s_siglip"])[1].to_numpy(zero_copy_only=False).astype(np.float32)
+    score = (lambda_vlm * s_vlm + lambda_siglip * s_siglip).astype(np.float32)
+    garment_ids = pairs["garment_id"]
+    garment_ids = garment_ids.combine_chunks() if isinstance(garment_ids, pa.ChunkedArray) else garment_ids
+    return pa.Table.from_arrays(
+        [crop_ids, garment_ids.take(pa.array(rows, pa.int64())), pa.array(score)], schema=CLAIMS
+    )
+
+
+def top_two(claimed: pa.Table) -> pa.Table:
+    """TOP_TWO: one row per crop of `claimed` (CLAIMS rows holding every claim of each of their
+    crops: the whole set, or one crop's group), its best claim and the runner-up's score."""
+    if not claimed.num_rows:
+        return TOP_TWO.empty_table()
+    ordered = claimed.sort_by([("crop_id", "ascending"), ("score", "descending"), ("garment_id", "ascending")])
+    crop_ids = ordered["crop_id"].to_numpy(zero_copy_only=False)
+    scores = ordered["score"].to_numpy(zero_copy_only=False)
+    first = np.flatnonzero(np.r_[True, crop_ids[1:] != crop_ids[:-1]])
+    has_second = np.r_[first[1:], len(crop_ids)] - first >= 2
+    second = np.where(has_second, scores[np.minimum(first + 1, len(scores) - 1)], np.nan).astype(np.float32)
+    taken = pa.array(first, pa.int64())
+    return pa.Table.from_arrays(
+        [ordered["crop_id"].take(taken), ordered["garment_id"].take(taken), pa.array(scores[first]), pa.array(second)],
+        schema=TOP_TWO,
+    )
+
+
+def margins(
+    garment_ids: np.ndarray, scores: np.ndarray, first_garment_ids: np.ndarray, first: np.ndarray, second: np.ndarray
+) -> np.ndarray:
+    """(n,) float32 crop margin of n pairs (their garment and score) from their crop's TOP_TWO
+    values (first_garment_ids None and first / second NaN where the crop has none)."""
+    rival = np.where(first_garment_ids == garment_ids, second, first).astype(np.float64)
+    return (scores.astype(np.float64) - rival).astype(np.float32)
+
+
+def crop_margins(
+    pairs: pa.Table, lambda_vlm: float, lambda_siglip: float, crop_ids: pa.Array, scores: np.ndarray
+) -> np.ndarray:
+    """(n,) float32 crop margin of every garment's pair in `pairs` (SCORED columns), each garment's
+    pair being its crop `crop_ids` (n,; null: none) with score `scores` (n,), S from these lambdas."""
+    top = top_two(claims(pairs, lambda_vlm, lambda_siglip))
+    row = pc.index_in(crop_ids, value_set=top["crop_id"].combine_chunks())
+    picked = {name: top[name].combine_chunks().take(row) for name in TOP_TWO.names[1:]}
+    return margins(
+        pairs["garment_id"].to_numpy(zero_copy_only=False),
+        np.asarray(scores, np.float32),
+        picked["first_garment_id"].to_numpy(zero_copy_only=False),
+        pc.fill_null(picked["first_score"], np.nan).to_numpy(zero_copy_only=False),
+        pc.fill_null(picked["second_score"], np.nan).to_numpy(zero_copy_only=False),
+    )
