@@ -161,7 +161,7 @@ class TierConfig:
     tier at level `delta`."""
 
     mode: str = "threshold"
-    key: str = "score"
+    key: str = "score_plus_crop_margin"
     thresholds: dict[str, float | None] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     histogram_bins: int = 4096

@@ -59,24 +59,24 @@ def scored_settings(
 ) -> dict[str, tuple[tuple[float, float], pa.Table]]:
     """setting -> (lambdas, the run's pairs re-scored and tiered with them): the three of
     `evaluation.ablation_lambdas` and `vlm_prefilter` (the seed's use of the VLM: S_SigLIP ranks
-    only the `vlm_prefilter` candidates with the highest S_VLM), tiered as the run was;
-    `siglip_only+crop_margin` and `combined+crop_margin`, tiered by S plus the crop margin when the
-    run was tiered by S alone; and
+    only the `vlm_prefilter` candidates with the highest S_VLM), tiered by S as the seed does, in
+    the run's tier mode; `siglip_only+crop_margin` and `combined+crop_margin`, tiered by S plus
+    the crop margin (`tiers.key=score_plus_crop_margin`); and
     `calibrated` when a calibration (a jobs.calibrate calibration.json) is given: its lambdas,
     confidence and certified cut-offs."""
-    scoring, tiers = run.cfg.scoring, run.cfg.tiers
+    scoring = run.cfg.scoring
+    by_score = replace(run.cfg.tiers, key="score")
+    by_crop_margin = replace(run.cfg.tiers, key="score_plus_crop_margin")
     settings = evaluation.ablation_lambdas(scoring.lambda_vlm, scoring.lambda_siglip)
-    out = {setting: (lambdas, evaluation.rescored(run.pairs, *lambdas, tiers)) for setting, lambdas in settings.items()}
+    out = {name: (lambdas, evaluation.rescored(run.pairs, *lambdas, by_score)) for name, lambdas in settings.items()}
     siglip_only = settings["siglip_only"]
     out[f"vlm_prefilter_{vlm_prefilter}"] = (
         siglip_only,
-        evaluation.rescored(run.pairs, *siglip_only, tiers, vlm_prefilter),
+        evaluation.rescored(run.pairs, *siglip_only, by_score, vlm_prefilter),
     )
-    if tiers.key == "score":
-        by_crop_margin = replace(tiers, key="score_plus_crop_margin")
-        for setting in ("siglip_only", "combined"):
-            lambdas = settings[setting]
-            out[f"{setting}+crop_margin"] = (lambdas, evaluation.rescored(run.pairs, *lambdas, by_crop_margin))
+    for name in ("siglip_only", "combined"):
+        lambdas = settings[name]
+        out[f"{name}+crop_margin"] = (lambdas, evaluation.rescored(run.pairs, *lambdas, by_crop_margin))
     if calibration:
         lambdas = (calibration["scoring"]["lambda_vlm"], calibration["scoring"]["lambda_siglip"])
         pairs = repicked(run.pairs, *lambdas, str(run.folder / CROPS_DIR))

@@ -17,7 +17,7 @@ from quality.thumbnails import Thumb, ThumbSpec
 # What a card reads of a pair (never the candidate lists).
 PAIR_COLUMNS = (
     "garment_id", "garment_uri", "garment_caption", "image_id", "image_uri", "crop_id", "box",
-    "s_vlm", "s_siglip", "score", "margin", "n_candidates", "tier", "confidence",
+    "s_vlm", "s_siglip", "score", "margin", "crop_margin", "n_candidates", "tier", "confidence",
 )  # fmt: skip
 
 
@@ -60,7 +60,7 @@ def pair_card(row: Mapping, thumbs: Mapping[ThumbSpec, Thumb], badges: Sequence[
     if row.get("judged") is not None:
         tags.append(tag("true pair" if row["judged"] else "false pair", "true" if row["judged"] else "false"))
     crop = row.get("crop") or {}
-    scores = [_line(k, row.get(k)) for k in ("score", "margin", "s_vlm", "s_siglip")]
+    scores = [_line(k, row.get(k)) for k in ("score", "margin", "crop_margin", "s_vlm", "s_siglip")]
     confidence = row.get("confidence")
     if confidence is not None and confidence == confidence:
         scores.append(_line("confidence", confidence))

@@ -25,13 +25,14 @@ import pyarrow as pa
 from core.config import DecodeConfig
 from core.schemas import PAIRS_DIR
 from core.storage import StorageConfig
-from core.tiering import TIER_ORDER
+from core.tiering import TIER_ORDER, tier_key
 from quality import gallery, labels, page, run_files, sections, selection
 from quality.pair_files import PairFiles
 from quality.thumbnails import ThumbnailCache
 
 REPORT_DIR, THUMBS_DIR, INDEX_HTML = "report", "thumbs", "index.html"
-NUMBER_COLUMNS = ("score", "margin", "s_vlm", "s_siglip", "confidence")  # histogrammed, when finite
+NUMBER_COLUMNS = ("score", "margin", "crop_margin", "s_vlm", "s_siglip", "confidence")  # histogrammed, when finite
+BY_CROP_MARGIN = "score + crop_margin"  # the ranking key of a run tiered by tiers.key=score_plus_crop_margin
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def default_out(run: Path) -> Path:
 @dataclass(frozen=True)
 class Columns:
     """The whole columns the report reads: tier codes, numbers (float64, NaN for null), the ranking
-    key (confidence where the run has one, else score) and the judgements (None without any)."""
+    key (confidence where the run has one, else what the run tiered by: score, or BY_CROP_MARGIN)
+    and the judgements (None without any)."""
 
     codes: np.ndarray
     numbers: dict[str, np.ndarray]
@@ -115,7 +117,14 @@ def read_columns(files: PairFiles, inputs: ReportInputs) -> Columns:
         judged = labels.from_truth(column["garment_id"], column["image_id"], inputs.truth)
     elif inputs.labels is not None:
         judged = labels.from_review(column["garment_id"], column["crop_id"], inputs.labels)
-    key_name = "confidence" if np.isfinite(numbers["confidence"]).any() else "score"
+    key_name = "score"
+    if np.isfinite(numbers["confidence"]).any():
+        key_name = "confidence"
+    elif run_files.tiers_of(inputs.run).key == "score_plus_crop_margin" and np.isfinite(numbers["crop_margin"]).any():
+        key_name = BY_CROP_MARGIN
+        numbers[key_name] = tier_key(numbers["score"], numbers["crop_margin"], "score_plus_crop_margin").astype(
+            np.float64
+        )
     return Columns(selection.tier_codes(column["tier"]), numbers, key_name, column["crop_id"], judged)
 
 
@@ -166,6 +175,8 @@ def galleries(
         gallery.tier_gallery(t, [rows[i] for i in idx.tolist()], counts[t], how, thumbs, t in edges)
         for t, idx in shown.samples.items()
     ]
+    for index, row in rows.items():  # a key computed from columns (BY_CROP_MARGIN) is not a column of the row
+        row.setdefault(cols.key_name, float(cols.key[index]))
     bounds = [gallery.boundary_gallery(b, rows, cols.key_name, thumbs) for b in shown.bounds]
     return [
         ("gallery", "Gallery per tier", "".join(tiers)),

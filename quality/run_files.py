@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from omegaconf import OmegaConf
 
-from core.config import DecodeConfig, merged_config
+from core.config import DecodeConfig, TierConfig, merged_config
 from core.schemas import CROPS_DIR, QUARANTINE_DIR
 from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES
@@ -50,6 +50,11 @@ def storage_of(run: Path, overrides: Sequence[str] = ()) -> StorageConfig:
     endpoint the thumbnails are read with."""
     dotlist = [item.removeprefix("storage.") for item in overrides]
     return merged_config(StorageConfig, dotlist, *_config_node(run, "storage"))
+
+
+def tiers_of(run: Path) -> TierConfig:
+    """The run's `tiers` settings (config.yaml; defaults without it)."""
+    return merged_config(TierConfig, [], *_config_node(run, "tiers"))
 
 
 def decode_limits_of(run: Path) -> DecodeConfig:

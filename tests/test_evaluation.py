@@ -246,7 +246,7 @@ def test_rescored_by_crop_margin_ranks_a_crop_another_garment_claims_better_lowe
             "candidate_s_siglip": pa.array([[0.9], [0.8, 0.1], [0.7]], pa.list_(pa.float32())),
         }
     )
-    by_score = ev.rescored(pairs, 0.0, 1.0, COUNT_TIERS)
+    by_score = ev.rescored(pairs, 0.0, 1.0, replace(COUNT_TIERS, key="score"))
     by_both = ev.rescored(pairs, 0.0, 1.0, replace(COUNT_TIERS, key="score_plus_crop_margin"))
     np.testing.assert_allclose(by_both["crop_margin"].to_pylist(), [0.1, -0.1, 0.6], atol=1e-6)
     assert by_score["tier"].to_pylist() == ["high", "mid", "low"]

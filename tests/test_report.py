@@ -21,7 +21,7 @@ from core.vocab import ATTRIBUTES
 from jobs.report import main as report_main
 from quality import selection
 from quality.pair_files import PairFiles
-from quality.report import ReportInputs, ReportSettings, build_report
+from quality.report import BY_CROP_MARGIN, ReportInputs, ReportSettings, build_report, read_columns
 from quality.run_files import storage_of
 
 from .browser import save_screenshot
@@ -271,3 +271,23 @@ def test_report_renders_in_a_browser(built, page, tmp_path):
     save_screenshot(page, "report", tmp_path, full_page=False)  # the top of the page, for the README
     page.locator("#gallery").scroll_into_view_if_needed()
     save_screenshot(page, "report-gallery", tmp_path, full_page=False)  # and its gallery
+
+
+@pytest.mark.parametrize("key", ["score", "score_plus_crop_margin"])
+def test_columns_rank_by_the_key_the_run_was_tiered_by(tmp_path, key):
+    """Boundaries and samples follow the run's tiers.key: S, or S plus the crop margin (NaN: 0)."""
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "config.yaml").write_text(f"tiers:\n  key: {key}\n")
+    pairs = pa.table(
+        {
+            "tier": ["high", "mid", "low"],
+            "crop_id": ["a", "b", "c"],
+            "score": pa.array([0.9, 0.8, 0.7], pa.float32()),
+            "crop_margin": pa.array([-0.5, 0.25, None], pa.float32()),
+        }
+    )
+    pq.write_table(pairs, tmp_path / "pairs" / "part-0.parquet")
+    cols = read_columns(PairFiles.open(tmp_path / "pairs"), ReportInputs(tmp_path, StorageConfig()))
+    expected = [0.9, 0.8, 0.7] if key == "score" else [0.4, 1.05, 0.7]
+    np.testing.assert_allclose(cols.key, expected, rtol=1e-6)
+    assert cols.key_name == ("score" if key == "score" else BY_CROP_MARGIN)
