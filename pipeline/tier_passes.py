@@ -129,8 +129,10 @@ def with_crop_margins(scored: Dataset, scoring: ScoringConfig, partitions: int) 
     claimed = scored.select_columns(list(crop_rivals.CLAIM_COLUMNS)).map_batches(
         _claims, fn_kwargs={"scoring": scoring}, batch_format="pyarrow"
     )
-    best_two = claimed.groupby("crop_id", num_partitions=partitions).map_groups(
-        crop_rivals.top_two, batch_format="pyarrow"
+    # A hash repartition by crop_id puts every claim on a crop in one block (what map_groups relies on), and
+    # top_two is vectorised over whole blocks: one call per block instead of one per crop.
+    best_two = claimed.repartition(partitions, keys=["crop_id"]).map_batches(
+        crop_rivals.top_two, batch_size=None, batch_format="pyarrow"
     )
     joined = scored.join(best_two, "left_outer", num_partitions=partitions, on=("crop_id",))
     return joined.map_batches(_with_crop_margin, batch_format="pyarrow")
