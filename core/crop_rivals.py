@@ -34,8 +34,8 @@ def _flat(lists: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
 
 def claims(pairs: pa.Table | pa.RecordBatch, lambda_vlm: float, lambda_siglip: float) -> pa.Table:
     """CLAIMS: one row per candidate of every garment in `pairs` (SCORED columns CLAIM_COLUMNS),
-    its score S in float32 as
-    `core.scoring.best_candidate` computes it."""
+    its score S in float32 as `core.scoring.best_candidate` computes it (a VLM pre-filter limits
+    which candidate a garment picks, not its claims)."""
     rows, crop_ids = _flat(pairs["candidate_crop_ids"])
     s_vlm = _flat(pairs["candidate_s_vlm"])[1].to_numpy(zero_copy_only=False).astype(np.float32)
     s_siglip = _flat(pairs["candidate_s_siglip"])[1].to_numpy(zero_copy_only=False).astype(np.float32)
