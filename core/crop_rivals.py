@@ -4,8 +4,8 @@ A garment's candidates are its claims on crops, each with the score S it would g
 A pair's `crop_margin` is its score minus the best score of the same crop with any other garment
 among whose candidates the crop is (NaN when there is none, or the garment has no pair): a
 crop that another garment claims more strongly is probably that garment's. The job computes it
-distributed (`claims`, then `top_two` per crop, then `margins` on the pairs joined to it by
-crop_id, in `pipeline.tier_passes`); `crop_margins` does the same in memory for a run's pairs.
+distributed (`pipeline.tier_passes`: the pairs and their `claims` hash-partitioned together by
+crop_id, then `top_two` and `margins` per partition); `crop_margins` does the same in memory.
 """
 
 from __future__ import annotations
@@ -65,13 +65,15 @@ def top_two(claimed: pa.Table) -> pa.Table:
     )
 
 
-def margins(
-    garment_ids: np.ndarray, scores: np.ndarray, first_garment_ids: np.ndarray, first: np.ndarray, second: np.ndarray
-) -> np.ndarray:
-    """(n,) float32 crop margin of n pairs (their garment and score) from their crop's TOP_TWO
-    values (first_garment_ids None and first / second NaN where the crop has none)."""
-    rival = np.where(first_garment_ids == garment_ids, second, first).astype(np.float64)
-    return (scores.astype(np.float64) - rival).astype(np.float32)
+def margins(garment_ids: pa.Array, crop_ids: pa.Array, scores: np.ndarray, top: pa.Table) -> np.ndarray:
+    """(n,) float32 crop margin of n pairs (their garment, crop (null: none) and score) from TOP_TWO
+    rows `top` that hold their crops (NaN where a crop has no claim by another garment)."""
+    row = pc.index_in(crop_ids, value_set=top["crop_id"].combine_chunks())
+    picked = {name: top[name].combine_chunks().take(row) for name in TOP_TWO.names[1:]}
+    first, second = (pc.fill_null(picked[n], np.nan).to_numpy(zero_copy_only=False) for n in TOP_TWO.names[2:])
+    own = pc.fill_null(pc.equal(picked["first_garment_id"], garment_ids), False).to_numpy(zero_copy_only=False)
+    rival = np.where(own, second, first).astype(np.float64)
+    return (np.asarray(scores, np.float64) - rival).astype(np.float32)
 
 
 def crop_margins(
@@ -80,12 +82,4 @@ def crop_margins(
     """(n,) float32 crop margin of every garment's pair in `pairs` (SCORED columns), each garment's
     pair being its crop `crop_ids` (n,; null: none) with score `scores` (n,), S from these lambdas."""
     top = top_two(claims(pairs, lambda_vlm, lambda_siglip))
-    row = pc.index_in(crop_ids, value_set=top["crop_id"].combine_chunks())
-    picked = {name: top[name].combine_chunks().take(row) for name in TOP_TWO.names[1:]}
-    return margins(
-        pairs["garment_id"].to_numpy(zero_copy_only=False),
-        np.asarray(scores, np.float32),
-        picked["first_garment_id"].to_numpy(zero_copy_only=False),
-        pc.fill_null(picked["first_score"], np.nan).to_numpy(zero_copy_only=False),
-        pc.fill_null(picked["second_score"], np.nan).to_numpy(zero_copy_only=False),
-    )
+    return margins(pairs["garment_id"], crop_ids, scores, top)

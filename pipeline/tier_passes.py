@@ -1,7 +1,7 @@
 """The tiering stage: every scored garment gets its crop margin and its tier, streamed with Ray Data.
 
-Crop margins (`core.crop_rivals`) take a group-by of every garment's candidates by crop (its two
-best claims) and a join of the pairs to it by crop_id; the pairs with their margins are then
+Crop margins (`core.crop_rivals`) take one hash repartition by crop_id of the pairs together with
+every garment's candidates (its claims on crops); the pairs with their margins are then
 materialised in the object store for the passes below. Threshold mode is one map. Count mode is
 exact without gathering all keys anywhere: pass 1 sums per-batch histograms of the tier keys; pass
 2 gathers only the (key, garment_id) pairs inside the few bins that hold a tier boundary; the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray.data import Dataset
 
@@ -105,37 +106,37 @@ def assign(batch: pa.Table, cfg: TierConfig, cutoffs: list[tiering.Cutoff | None
     return batch.append_column("confidence", pa.array(confidence.astype(np.float32)))
 
 
-def _claims(batch: pa.Table, scoring: ScoringConfig) -> pa.Table:
-    return crop_rivals.claims(batch, scoring.lambda_vlm, scoring.lambda_siglip)
+PAIR = "_pair"  # true on the pair rows among the claims that with_crop_margins co-locates by crop
 
 
-def _with_crop_margin(batch: pa.Table) -> pa.Table:
-    """Pairs joined to their crop's TOP_TWO columns in, the pairs with `crop_margin` out."""
-    floats = {name: _floats(batch, name).astype(np.float32) for name in ("score", "first_score", "second_score")}
-    margin = crop_rivals.margins(
-        batch["garment_id"].to_numpy(zero_copy_only=False),
-        floats["score"],
-        batch["first_garment_id"].to_numpy(zero_copy_only=False),
-        floats["first_score"],
-        floats["second_score"],
-    )
-    return batch.drop_columns(crop_rivals.TOP_TWO.names[1:]).append_column("crop_margin", pa.array(margin))
+def _pairs_and_claims(batch: pa.Table, scoring: ScoringConfig) -> pa.Table:
+    """Scored rows in; the same rows (PAIR true) and every claim of their garments (CLAIMS columns,
+    the others null, PAIR false) out, in one table."""
+    claimed = crop_rivals.claims(batch, scoring.lambda_vlm, scoring.lambda_siglip)
+    pairs = batch.append_column(PAIR, pa.array(np.ones(batch.num_rows, bool)))
+    claimed = claimed.append_column(PAIR, pa.array(np.zeros(claimed.num_rows, bool)))
+    return pa.concat_tables([pairs, claimed], promote_options="default")
+
+
+def _margins_in_partition(partition: pa.Table) -> pa.Table:
+    """One hash partition by crop_id of `_pairs_and_claims` rows in (every claim on each of its
+    crops), its pairs with their `crop_margin` out."""
+    is_pair = partition[PAIR]
+    pairs = partition.filter(is_pair).drop_columns([PAIR])
+    claimed = partition.filter(pc.invert(is_pair)).select(crop_rivals.CLAIMS.names)
+    top = crop_rivals.top_two(claimed.filter(pc.is_valid(claimed["crop_id"])))
+    margin = crop_rivals.margins(pairs["garment_id"], pairs["crop_id"], _floats(pairs, "score"), top)
+    return pairs.append_column("crop_margin", pa.array(margin))
 
 
 def with_crop_margins(scored: Dataset, scoring: ScoringConfig, partitions: int) -> Dataset:
-    """`scored` (SCORED rows) plus each pair's `crop_margin` (`core.crop_rivals`), in `partitions`
-    hash partitions by crop_id: every garment's candidates are grouped by crop (one row per claim),
-    then each pair is joined to its crop's two best claims."""
-    claimed = scored.select_columns(list(crop_rivals.CLAIM_COLUMNS)).map_batches(
-        _claims, fn_kwargs={"scoring": scoring}, batch_format="pyarrow"
-    )
-    # A hash repartition by crop_id puts every claim on a crop in one block (what map_groups relies on), and
-    # top_two is vectorised over whole blocks: one call per block instead of one per crop.
-    best_two = claimed.repartition(partitions, keys=["crop_id"]).map_batches(
-        crop_rivals.top_two, batch_size=None, batch_format="pyarrow"
-    )
-    joined = scored.join(best_two, "left_outer", num_partitions=partitions, on=("crop_id",))
-    return joined.map_batches(_with_crop_margin, batch_format="pyarrow")
+    """`scored` (SCORED rows) plus each pair's `crop_margin` (`core.crop_rivals`), by one hash
+    repartition by crop_id into `partitions` blocks of the pairs together with every claim of every
+    garment: a partition then holds each of its crops' pairs and claims (what map_groups relies on),
+    and is computed in one vectorised call."""
+    both = scored.map_batches(_pairs_and_claims, fn_kwargs={"scoring": scoring}, batch_format="pyarrow")
+    grouped = both.repartition(partitions, keys=["crop_id"])
+    return grouped.map_batches(_margins_in_partition, batch_size=None, batch_format="pyarrow")
 
 
 def tier_pairs(cfg: MineConfig, scored: dict[int, ShardCommit]) -> ShardCommit:
