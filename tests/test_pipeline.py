@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -191,5 +192,8 @@ def test_the_attempt_ledger_is_killed_when_a_stage_raises(local_ray):
     with pytest.raises(RuntimeError, match="a stage failed"), attempt_ledger() as ledger:
         assert ray.get(ledger.counts.remote("s", ["a"])) == [0]
         raise RuntimeError("a stage failed")
+    deadline = time.monotonic() + 60
     with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(ledger.counts.remote("s", ["a"]), timeout=60)
+        while time.monotonic() < deadline:  # ray.kill is asynchronous: a call sent just after it may still be served
+            ray.get(ledger.counts.remote("s", ["a"]), timeout=60)
+            time.sleep(0.1)
