@@ -124,7 +124,7 @@ def _margins_in_partition(partition: pa.Table) -> pa.Table:
     is_pair = partition[PAIR]
     pairs = partition.filter(is_pair).drop_columns([PAIR])
     claimed = partition.filter(pc.invert(is_pair)).select(crop_rivals.CLAIMS.names)
-    top = crop_rivals.top_two(claimed.filter(pc.is_valid(claimed["crop_id"])))
+    top = crop_rivals.top_two(claimed)
     margin = crop_rivals.margins(pairs["garment_id"], pairs["crop_id"], _floats(pairs, "score"), top)
     return pairs.append_column("crop_margin", pa.array(margin))
 

@@ -117,14 +117,12 @@ def read_columns(files: PairFiles, inputs: ReportInputs) -> Columns:
         judged = labels.from_truth(column["garment_id"], column["image_id"], inputs.truth)
     elif inputs.labels is not None:
         judged = labels.from_review(column["garment_id"], column["crop_id"], inputs.labels)
-    key_name = "score"
+    key_name, tiered_by = "score", run_files.tiers_of(inputs.run).key
     if np.isfinite(numbers["confidence"]).any():
         key_name = "confidence"
-    elif run_files.tiers_of(inputs.run).key == "score_plus_crop_margin" and np.isfinite(numbers["crop_margin"]).any():
+    elif tiered_by != "score" and np.isfinite(numbers["crop_margin"]).any():
         key_name = BY_CROP_MARGIN
-        numbers[key_name] = tier_key(numbers["score"], numbers["crop_margin"], "score_plus_crop_margin").astype(
-            np.float64
-        )
+        numbers[key_name] = tier_key(numbers["score"], numbers["crop_margin"], tiered_by).astype(np.float64)
     return Columns(selection.tier_codes(column["tier"]), numbers, key_name, column["crop_id"], judged)
 
 

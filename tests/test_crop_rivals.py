@@ -1,4 +1,4 @@
-"""Crop margins: in memory against a brute-force definition, and the job's group-by and join against memory."""
+"""Crop margins: in memory against a brute-force definition, and the job's shuffle by crop against memory."""
 
 from __future__ import annotations
 
