@@ -1,7 +1,8 @@
 """Review a run's pairs in the browser, or export them with the review's labels.
 
 python -m jobs.review RUN [--db PATH] [--host 127.0.0.1] [--port 8765] [--order stratified|uncertain-high]
-                          [--per-stratum N] [--bands N] [--seed 0] [--limit N] [--uncertain-by score|margin|confidence]
+                          [--per-stratum N] [--bands N] [--seed 0] [--limit N]
+                          [--uncertain-by tier_key|score|margin|crop_margin|confidence]
                           [--reviewer NAME] [--allow-local-root DIR ...]
 python -m jobs.review RUN --export OUT_DIR [--db PATH] [--no-promote]
 
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     parser.add_argument("--bands", type=int, default=4, help="equal-count score bands per tier")
     parser.add_argument("--seed", type=int, default=0, help="the random sample's seed")
     parser.add_argument("--limit", type=int, default=200, help="uncertain-high: how many high-tier pairs")
-    parser.add_argument("--uncertain-by", choices=UNCERTAIN_BY, default="score", help="uncertain-high's key")
+    parser.add_argument("--uncertain-by", choices=UNCERTAIN_BY, default="tier_key", help="uncertain-high's key")
     parser.add_argument("--reviewer", default="", help="the name the page starts with (else ?reviewer=NAME)")
     parser.add_argument("--allow-local-root", action="append", default=[], help="also read images under DIR")
     args = parser.parse_args(argv)

@@ -159,6 +159,7 @@ function showPair(pair) {
   row(facts, "score", fmt(pair.score), "num");
   row(facts, "s_vlm / s_siglip", fmt(pair.s_vlm) + " / " + fmt(pair.s_siglip), "num");
   row(facts, "margin", fmt(pair.margin), "num");
+  if (pair.crop_margin !== null) row(facts, "crop margin", fmt(pair.crop_margin), "num");
   if (pair.confidence !== null) row(facts, "confidence", fmt(pair.confidence), "num");
   row(facts, "candidates", String(pair.n_candidates ?? "\\u2013"), "num");
   row(facts, "queue position", String(pair.position), "num");

@@ -2,8 +2,9 @@
 
 `run` is a mining output folder (holding `pairs/`), its `pairs/` folder, or one pairs Parquet file
 (as `quality.runs.read_run` takes). Only local runs. The review never holds the candidate lists
-or image bytes of every pair: `read_population` reads six narrow columns (about 100 bytes a pair,
-so 1e6 pairs fit in about 100 MB), `read_rows` the display columns of the pairs it serves.
+or image bytes of every pair: `read_population` reads narrow columns (three ids, the tier, four
+numbers: about 100 bytes a pair, so 1e6 pairs fit in about 100 MB), `read_rows` the display
+columns of the pairs it serves.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from core.config import DecodeConfig
+from core.config import DecodeConfig, TierConfig
 from core.schemas import CROPS_DIR, PAIRS_DIR
 from core.storage import StorageConfig
 from core.vocab import ATTRIBUTES
-from quality.run_files import decode_limits_of, storage_of
+from quality.run_files import decode_limits_of, storage_of, tiers_of
 from quality.runs import crop_rows, run_folder
 
-POPULATION_COLUMNS = ["garment_id", "crop_id", "image_id", "tier", "score", "margin", "confidence"]
+POPULATION_COLUMNS = ["garment_id", "crop_id", "image_id", "tier", "score", "margin", "crop_margin", "confidence"]
 ROW_COLUMNS = [
     *("garment_id", "garment_uri", "garment_caption", "image_id", "image_uri", "crop_id", "box"),
-    *("s_vlm", "s_siglip", "score", "margin", "n_candidates", "tier", "confidence"),
+    *("s_vlm", "s_siglip", "score", "margin", "crop_margin", "n_candidates", "tier", "confidence"),
 ]
 CROP_COLUMNS = ["crop_id", "caption", *ATTRIBUTES]
 
@@ -36,8 +37,8 @@ CROP_COLUMNS = ["crop_id", "caption", *ATTRIBUTES]
 @dataclass(frozen=True)
 class Population:
     """Every reviewable pair of a run (a pair with a crop: garments without a candidate are left
-    out), sorted by garment_id, which is unique in a run. Arrays of equal length; `score`, `margin`
-    and `confidence` float64, NaN where null (or where the run has no such column)."""
+    out), sorted by garment_id, which is unique in a run. Arrays of equal length; `score`, `margin`,
+    `crop_margin` and `confidence` float64, NaN where null (or where the run has no such column)."""
 
     garment_id: np.ndarray
     crop_id: np.ndarray
@@ -45,6 +46,7 @@ class Population:
     tier: np.ndarray
     score: np.ndarray
     margin: np.ndarray
+    crop_margin: np.ndarray
     confidence: np.ndarray
 
     def __len__(self) -> int:
@@ -93,6 +95,7 @@ def read_population(run: str | Path) -> Population:
         tier=_strings(table, "tier"),
         score=_floats(table, "score"),
         margin=_floats(table, "margin"),
+        crop_margin=_floats(table, "crop_margin"),
         confidence=_floats(table, "confidence"),
     )
 
@@ -124,3 +127,9 @@ def run_limits(run: str | Path) -> tuple[StorageConfig, DecodeConfig]:
     if folder is None:
         return StorageConfig(), DecodeConfig()
     return storage_of(folder), decode_limits_of(folder)
+
+
+def run_tier_key(run: str | Path) -> str:
+    """The `tiers.key` the run was tiered by (its `config.yaml`), else the default."""
+    folder = run_folder(run)
+    return (tiers_of(folder) if folder else TierConfig()).key

@@ -16,12 +16,14 @@ import numpy as np
 
 from core.config import DecodeConfig
 from core.storage import StorageConfig
+from core.tiering import tier_key
 from review import sampling
-from review.pairs import read_crop_notes, read_population, read_rows, run_limits
+from review.pairs import read_crop_notes, read_population, read_rows, run_limits, run_tier_key
 from review.store import CLAIM_TTL_S, Decision, PairKey, ReviewStore
 
 ROLES = ("garment", "lookbook")
-UNCERTAIN_BY = ("score", "margin", "confidence")  # the key uncertain-high sorts by, ascending
+NUMBERS = ("score", "s_vlm", "s_siglip", "margin", "crop_margin", "confidence")  # a served pair's numbers
+UNCERTAIN_BY = ("tier_key", "score", "margin", "crop_margin", "confidence")  # what uncertain-high sorts by, ascending
 
 
 @dataclass
@@ -29,8 +31,10 @@ class ReviewSettings:
     """How the app picks pairs and shows them.
 
     order        `stratified` (the random sample, strata interleaved) or `uncertain-high` (the
-                 `limit` high-tier pairs lowest by `uncertain_by`: `score`, `margin` or the
-                 calibrated `confidence`; NaN last)
+                 `limit` high-tier pairs lowest by `uncertain_by`: `tier_key`, the value the run
+                 tiered by (`tiers.key`: S, or S plus the crop margin), so the pairs nearest the
+                 high tier's cut; or `score`, `margin`, `crop_margin`, the calibrated `confidence`;
+                 NaN last)
     per_stratum  pairs drawn per tier x score band; `bands` equal-count score bands per tier
     seed         the sample's seed: the same seed, bands and per_stratum give the same sample
     storage, decode  allow-list and limits for reading images; None takes the run's config.yaml
@@ -43,7 +47,7 @@ class ReviewSettings:
     bands: int = 4
     seed: int = 0
     limit: int = 200
-    uncertain_by: str = "score"
+    uncertain_by: str = "tier_key"
     claim_ttl_s: float = CLAIM_TTL_S
     storage: StorageConfig | None = None
     decode: DecodeConfig | None = None
@@ -77,7 +81,7 @@ class ReviewQueue:
         if settings.order == sampling.STRATIFIED:
             rows = list(self.sample.values())
         else:
-            key = getattr(pop, settings.uncertain_by)
+            key = self._uncertainty_key()
             rows = [int(r) for r in sampling.uncertain_high(pop.tier, key, settings.limit)]
         self.queue: list[PairKey] = [pop.key(r) for r in rows]
         self.row_of: dict[PairKey, int] = dict(zip(self.queue, rows))
@@ -85,6 +89,13 @@ class ReviewQueue:
         self.by_garment: dict[str, PairKey] = {key[0]: key for key in self.queue}
         self.rows = read_rows(run, self.by_garment)
         self.notes = read_crop_notes(run, (key[1] for key in self.queue))
+
+    def _uncertainty_key(self) -> np.ndarray:
+        """Per population row, the value uncertain-high sorts by (`ReviewSettings.uncertain_by`)."""
+        pop, name = self.population, self.settings.uncertain_by
+        if name == "tier_key":
+            return tier_key(pop.score, pop.crop_margin, run_tier_key(self.run))
+        return getattr(pop, name)
 
     def stratum(self, key: PairKey) -> str:
         """What a decision on `key` records as its stratum (see `review.store`)."""
@@ -104,7 +115,7 @@ class ReviewQueue:
             "stratum": self.strata[h].name if h >= 0 else "",
             "in_sample": key in self.sample,
             "position": self.position[key],
-            **{name: _number(row[name]) for name in ("score", "s_vlm", "s_siglip", "margin", "confidence")},
+            **{name: _number(row[name]) for name in NUMBERS},
             "n_candidates": row["n_candidates"],
             "box": row["box"],
             "garment_caption": row["garment_caption"] or "",

@@ -164,7 +164,7 @@ def test_ray_data_settings_reach_the_context_and_are_not_hashed() -> None:
     budgeted = load_config([*REQUIRED, *overrides])
     assert config_hash(budgeted) == config_hash(load_config(REQUIRED))
     context = ray.data.DataContext.get_current()
-    saved = context.execution_options.resource_limits, context.use_datasource_v2
+    saved = context.execution_options.resource_limits, context.use_datasource_v2, context.enable_progress_bars
     try:
         configure_data(budgeted)
         assert context.execution_options.resource_limits.object_store_memory == 1.5 * 1024**3
@@ -173,7 +173,7 @@ def test_ray_data_settings_reach_the_context_and_are_not_hashed() -> None:
         configure_data(load_config(REQUIRED))
         assert context.use_datasource_v2 is False
     finally:
-        context.execution_options.resource_limits, context.use_datasource_v2 = saved
+        context.execution_options.resource_limits, context.use_datasource_v2, context.enable_progress_bars = saved
 
 
 def test_models_used_names_the_models_a_run_loads() -> None:

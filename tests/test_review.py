@@ -352,6 +352,29 @@ def test_a_run_written_before_a_column_existed_still_loads(run_dir, tmp_path):
     assert queue.pair(queue.queue[0])["confidence"] is None
 
 
+def test_uncertain_high_sorts_by_the_key_the_run_tiered_by(run_dir, tmp_path):
+    table = pq.read_table(run_dir / "pairs", partitioning=None)
+    crop_margin = np.random.default_rng(0).normal(0.0, 0.2, table.num_rows)
+    table = table.set_column(table.schema.get_field_index("crop_margin"), "crop_margin", pa.array(crop_margin))
+    (tmp_path / "run" / "pairs").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "run" / "pairs" / "part-0.parquet")
+    high = [r for r in table.to_pylist() if r["tier"] == "high"]
+
+    def lowest(by) -> list[str]:
+        return [r["garment_id"] for r in sorted(high, key=by)[:3]]
+
+    def queued(**kwargs) -> list[str]:
+        settings = allowing(run_dir.parent, order="uncertain-high", limit=3, **kwargs)
+        return [k[0] for k in ReviewQueue(tmp_path / "run", ReviewStore(tmp_path / "r.sqlite"), settings).queue]
+
+    by_key = lowest(lambda r: np.float32(r["score"]) + np.float32(r["crop_margin"]))
+    assert by_key != lowest(lambda r: r["score"])  # the two orders differ, so the test can tell them apart
+    assert queued() == by_key  # no config.yaml: the default key, S plus the crop margin
+    assert queued(uncertain_by="crop_margin") == lowest(lambda r: r["crop_margin"])
+    (tmp_path / "run" / "config.yaml").write_text("tiers:\n  key: score\n")
+    assert queued() == lowest(lambda r: r["score"])
+
+
 def test_export_adds_verified_promotes_and_demotes_deterministically(run_dir, tmp_path):
     db = tmp_path / "r.sqlite"
     store, population = ReviewStore(db), read_population(run_dir)
