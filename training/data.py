@@ -66,11 +66,17 @@ def load_split(
     for row in truth:
         rows_by_scene.setdefault(row["image_id"], []).append(row)
 
-    ids, attributes, texts, pixels, pending = [], [], [], [], []
+    total = len(garments) * (2 if sketches else 1) + sum(len(rows_by_scene[i]) for i in scenes)
+    ids, attributes, texts, pending = [], [], [], []
+    pixels: np.ndarray | None = None  # (total, s, s, 3), filled in place: no second copy while loading
 
     def flush() -> None:
+        nonlocal pixels
         if pending:
-            pixels.append(resize(pending))
+            resized = resize(pending)
+            if pixels is None:
+                pixels = np.empty((total, *resized.shape[1:]), resized.dtype)
+            pixels[len(ids) - len(resized) : len(ids)] = resized
             pending.clear()
 
     def add(image: Image.Image, garment_id: str, attrs: dict[str, str], text: str) -> None:
@@ -95,8 +101,10 @@ def load_split(
         lines, _ = garment_sketch(np.asarray(rgb(garment["uri"])), garment.get("text"), garment.get("colour"), sketches)
         add(Image.fromarray(lines).convert("RGB"), garment["garment_id"], {"category": garment["category"]}, "")
     flush()
+    if pixels is None:
+        raise ValueError(f"{folder} has no garments and no truth rows to load")
     return SplitImages(
-        pixels=np.concatenate(pixels),
+        pixels=pixels,
         garment_ids=ids,
         attributes=attributes,
         texts=texts,
