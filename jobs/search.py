@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config import run_config
-from quality.search import Query, QueryError, search
+from quality.search import Query, QueryError, RunSearcher
 from quality.search_page import contact_sheet
 
 SEARCH_DIR = "search"
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> pa.Table:
     cfg = run_config(args.run, overrides)
     query = Query(image=args.image, sketch=args.sketch, text=args.text)
     try:
-        results = search(cfg, query, cfg.search.k)
+        results = RunSearcher(cfg, cfg.search.k).search(query, cfg.search.k)
     except QueryError as exc:
         raise SystemExit(f"jobs.search: {exc}") from exc
     out = args.out or Path(args.run) / SEARCH_DIR

@@ -5,12 +5,14 @@ The query is one unit vector in the run's SigLIP space: an image's or a sketch's
 (one vision tower for both; several are averaged), a text's text embedding, or for a sketch (or
 image) plus a text their fusion (`core.fusion`: `search.fusion` trained by jobs.train_fusion, else
 the weighted mean by `search.vision_weight`). The index shards are searched one after another, each memory-mapped
-(`actors.scorer.IndexShardSearcher`, the scoring stage's path), and their top-k merged exactly.
+(`actors.scorer.IndexShardSearcher`, the scoring stage's path), and their top-k merged exactly;
+`RunSearcher` opens them once and keeps them for every later query.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -86,33 +88,6 @@ def query_pixels(shot: Decoded, what: str) -> np.ndarray:
     return shot.pixels
 
 
-def query_vectors(
-    pictures: list[np.ndarray], text: str | None, siglip: SiglipModelWrapper, cfg: MineConfig
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The (dim,) unit query vector of `pictures` (RGB arrays; their embeddings averaged) and/or
-    `text` (see the module docstring), and the text's embedding (None without a text)."""
-    if not pictures and not text:
-        raise QueryError("a query needs an image, a sketch or a text")
-    vision = unit(siglip.embed_images(pictures).mean(axis=0)) if pictures else None
-    text_vector = siglip.embed_texts([text])[0] if text else None
-    if vision is None or text_vector is None:
-        return (text_vector if vision is None else vision), text_vector
-    return query_fusion(cfg, siglip)(vision, text_vector), text_vector
-
-
-def searched(cfg: MineConfig, vector: np.ndarray, text: np.ndarray | None, k: int) -> Candidates:
-    """The run's top-k crops by cosine with `vector` over every index shard, merged exactly; their
-    S_VLM is the cosine of `text` (the query's text embedding, else `vector`) with the crops' captions."""
-    index_dir = join(cfg.output, INDEX_DIR)
-    shards = len(shard_index.load_manifest(index_dir, cfg.storage).shards)
-    image, caption = vector[None, :], (vector if text is None else text)[None, :]
-    found = Candidates.none(1, k)
-    for shard in range(shards):
-        searcher = IndexShardSearcher(index_dir, shard, cfg.index, cfg.storage, k)
-        found = found.merged(searcher.candidates(image, caption, k), k)
-    return found
-
-
 def paired(cfg: MineConfig, crop_ids: list[str]) -> dict[str, dict]:
     """crop_id -> the run's pair (garment_id, garment_uri, tier, score) of the crops among
     `crop_ids` that are some garment's best match (a filtered scan of the pairs' columns)."""
@@ -125,34 +100,76 @@ def paired(cfg: MineConfig, crop_ids: list[str]) -> dict[str, dict]:
     return out
 
 
-def search(cfg: MineConfig, query: Query, k: int, siglip: SiglipModelWrapper | None = None) -> pa.Table:
-    """The top-k crops for `query` in the run of `cfg` (`found`). `siglip`: the run's embedder,
-    loaded from `cfg` when None."""
-    siglip = siglip or SiglipModelWrapper(cfg.embedder, cfg.storage)
-    return found(cfg, *query_vectors(read_pictures(query, cfg), query.text, siglip, cfg), k)
+class RunSearcher:
+    """Searches the mined run of `cfg`. Its embedder (`siglip`, loaded from `cfg` when None), its
+    query fusion and its index shards are loaded at first use and kept: each shard is checksummed and
+    memory-mapped once, so a long-lived service (the review app) pays for them once, not per query.
+    `max_k`: the most crops a search is to return (an index moved to a GPU is set up for it)."""
 
+    def __init__(self, cfg: MineConfig, max_k: int, siglip: SiglipModelWrapper | None = None):
+        self.cfg, self.max_k = cfg, max_k
+        if siglip is not None:
+            self.siglip = siglip
 
-def found(cfg: MineConfig, vector: np.ndarray, text: np.ndarray | None, k: int) -> pa.Table:
-    """The top-k crops for the query `vector` (and its `text` embedding), best first: rank,
-    crop_id, image_id, image_uri, box, score (cosine with the query vector), s_vlm (the query text,
-    or vector, against the crop's caption), and the garment paired with the crop (garment_id,
-    garment_uri, tier; null when no garment chose it)."""
-    shortlist = searched(cfg, vector, text, k)
-    valid = shortlist.ids[0] >= 0
-    crop_ids = [c for c, ok in zip(shortlist.crop_ids[0], valid) if ok]
-    pairs = paired(cfg, crop_ids)
-    pair = [pairs.get(c, {}) for c in crop_ids]
-    return pa.table(
-        {
-            "rank": pa.array(np.arange(1, len(crop_ids) + 1), pa.int32()),
-            "crop_id": crop_ids,
-            "image_id": shortlist.image_ids[0][valid].tolist(),
-            "image_uri": shortlist.image_uris[0][valid].tolist(),
-            "box": pa.array([b.tolist() for b in shortlist.boxes[0][valid]], pa.list_(pa.float32(), 4)),
-            "score": pa.array(shortlist.s_siglip[0][valid], pa.float32()),
-            "s_vlm": pa.array(shortlist.s_vlm[0][valid], pa.float32()),
-            "garment_id": [p.get("garment_id") for p in pair],
-            "garment_uri": [p.get("garment_uri") for p in pair],
-            "tier": [p.get("tier") for p in pair],
-        }
-    )
+    @cached_property
+    def siglip(self) -> SiglipModelWrapper:
+        return SiglipModelWrapper(self.cfg.embedder, self.cfg.storage)
+
+    @cached_property
+    def fusion(self) -> Fusion:
+        return query_fusion(self.cfg, self.siglip)
+
+    @cached_property
+    def shards(self) -> list[IndexShardSearcher]:
+        index_dir = join(self.cfg.output, INDEX_DIR)
+        count = len(shard_index.load_manifest(index_dir, self.cfg.storage).shards)
+        return [IndexShardSearcher(index_dir, s, self.cfg.index, self.cfg.storage, self.max_k) for s in range(count)]
+
+    def search(self, query: Query, k: int) -> pa.Table:
+        """The top-k crops for `query` (`found`); its pictures read as `read_pictures` reads them."""
+        return self.found(*self.query_vectors(read_pictures(query, self.cfg), query.text), k)
+
+    def query_vectors(self, pictures: list[np.ndarray], text: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The (dim,) unit query vector of `pictures` (RGB arrays; their embeddings averaged) and/or
+        `text` (see the module docstring), and the text's embedding (None without a text)."""
+        if not pictures and not text:
+            raise QueryError("a query needs an image, a sketch or a text")
+        vision = unit(self.siglip.embed_images(pictures).mean(axis=0)) if pictures else None
+        text_vector = self.siglip.embed_texts([text])[0] if text else None
+        if vision is None or text_vector is None:
+            return (text_vector if vision is None else vision), text_vector
+        return self.fusion(vision, text_vector), text_vector
+
+    def searched(self, vector: np.ndarray, text: np.ndarray | None, k: int) -> Candidates:
+        """The run's top-k crops by cosine with `vector` over every index shard, merged exactly; their
+        S_VLM is the cosine of `text` (the query's text embedding, else `vector`) with the crops' captions."""
+        image, caption = vector[None, :], (vector if text is None else text)[None, :]
+        found = Candidates.none(1, k)
+        for shard in self.shards:
+            found = found.merged(shard.candidates(image, caption, k), k)
+        return found
+
+    def found(self, vector: np.ndarray, text: np.ndarray | None, k: int) -> pa.Table:
+        """The top-k crops for the query `vector` (and its `text` embedding), best first: rank,
+        crop_id, image_id, image_uri, box, score (cosine with the query vector), s_vlm (the query text,
+        or vector, against the crop's caption), and the garment paired with the crop (garment_id,
+        garment_uri, tier; null when no garment chose it)."""
+        shortlist = self.searched(vector, text, k)
+        valid = shortlist.ids[0] >= 0
+        crop_ids = [c for c, ok in zip(shortlist.crop_ids[0], valid) if ok]
+        pairs = paired(self.cfg, crop_ids)
+        pair = [pairs.get(c, {}) for c in crop_ids]
+        return pa.table(
+            {
+                "rank": pa.array(np.arange(1, len(crop_ids) + 1), pa.int32()),
+                "crop_id": crop_ids,
+                "image_id": shortlist.image_ids[0][valid].tolist(),
+                "image_uri": shortlist.image_uris[0][valid].tolist(),
+                "box": pa.array([b.tolist() for b in shortlist.boxes[0][valid]], pa.list_(pa.float32(), 4)),
+                "score": pa.array(shortlist.s_siglip[0][valid], pa.float32()),
+                "s_vlm": pa.array(shortlist.s_vlm[0][valid], pa.float32()),
+                "garment_id": [p.get("garment_id") for p in pair],
+                "garment_uri": [p.get("garment_uri") for p in pair],
+                "tier": [p.get("tier") for p in pair],
+            }
+        )

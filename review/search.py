@@ -1,9 +1,9 @@
 """Search for the review app's search page: a picture (a drawn sketch or an uploaded image, as
 bytes) and/or a text against the run's index (`quality.search`), and the images of the results.
 
-The run's embedder is loaded at the first search. Images are named by a crop the app has returned
-and a role, never by a uri: only the lookbook images and paired garments of the last
-`MAX_SERVED` crops returned can be fetched.
+The run's embedder, query fusion and index shards are loaded at the first search and kept. Images
+are named by a crop the app has returned and a role, never by a uri: only the lookbook images and
+paired garments of the last `MAX_SERVED` crops returned can be fetched.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
-from actors.embedder import SiglipModelWrapper
 from core.config import run_config
 from core.images import decode
 from core.schemas import INDEX_DIR
 from core.storage import StorageConfig
-from quality.search import QueryError, found, query_pixels, query_vectors
+from quality.search import QueryError, RunSearcher, query_pixels
 
 MAX_SERVED = 4096  # result crops whose images may be fetched
 MAX_K = 100
@@ -51,17 +50,11 @@ class SearchService:
         if not (folder / "config.yaml").is_file() or not (folder / INDEX_DIR).is_dir():
             raise SearchUnavailable(f"{run_dir} has no config.yaml or no {INDEX_DIR}/ to search")
         self.cfg = replace(run_config(str(folder)), storage=storage)
-        self._siglip: SiglipModelWrapper | None = None
+        self.searcher = RunSearcher(self.cfg, MAX_K)
         self.served: OrderedDict[str, dict] = OrderedDict()
 
-    @property
-    def siglip(self) -> SiglipModelWrapper:
-        if self._siglip is None:
-            self._siglip = SiglipModelWrapper(self.cfg.embedder, self.cfg.storage)
-        return self._siglip
-
     def search(self, picture: str | None, text: str, k: int) -> list[dict]:
-        """The top-k crops (quality.search.found rows, JSON-ready) for the picture (a data URL)
+        """The top-k crops (`RunSearcher.found` rows, JSON-ready) for the picture (a data URL)
         and/or the text. QueryError for an empty query, a picture that does not decode, or k
         outside 1..MAX_K."""
         if not 1 <= k <= MAX_K:
@@ -70,7 +63,8 @@ class SearchService:
         if picture:
             shot = decode(picture_bytes(picture, self.cfg.decode.max_bytes), self.cfg.decode)
             pictures.append(query_pixels(shot, "the picture"))
-        rows = found(self.cfg, *query_vectors(pictures, text.strip() or None, self.siglip, self.cfg), k).to_pylist()
+        vectors = self.searcher.query_vectors(pictures, text.strip() or None)
+        rows = self.searcher.found(*vectors, k).to_pylist()
         for row in rows:
             self.served[row["crop_id"]] = row
             self.served.move_to_end(row["crop_id"])

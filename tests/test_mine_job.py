@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from actors.embedder import SiglipModelWrapper
+from core import index as shard_index
 from core import knowledge as kn
 from core import payload, schemas
 from core.config import SketchConfig, load_config, run_config
 from core.data_card import CARD
 from core.images import DECODE_ERROR, DECOMPRESSION_BOMB, FORBIDDEN_URI, NOT_FOUND, UNSUPPORTED_FORMAT
-from core.index import IndexManifest, sha256, work_shard_of
+from core.index import IndexManifest, file_sha256, sha256, work_shard_of
 from core.sketches import edge_map
 from core.tiering import TIERS, UNMATCHED
 from jobs import knowledge, mine
@@ -31,7 +31,7 @@ from pipeline.manifests import ManifestError
 from pipeline.stage import attempt_ledger
 from pipeline.tier_passes import assign
 from quality import evaluation
-from quality.search import Query, query_vectors, read_pictures, search
+from quality.search import Query, RunSearcher, read_pictures
 from review.app import create_app
 from review.queue import ReviewSettings
 
@@ -393,22 +393,26 @@ def queries(run, tmp_path_factory) -> dict:
     return {"chosen": chosen, "crop": folder / "crop.png", "sketch": folder / "sketch.png"}
 
 
-def test_search_returns_the_exact_top_k_over_every_shard_with_the_crops_pairs(run, queries, tmp_path):
+def test_search_returns_the_exact_top_k_over_every_shard_with_the_crops_pairs(run, queries, tmp_path, monkeypatch):
     """quality.search over the run's 2 index shards against the cosine with every stored crop
-    embedding, for a text, a crop image and a sketch-plus-text query; a crop that some garment
-    chose carries that garment; jobs.search writes the table and the contact sheet."""
+    embedding, for a text, a crop image and a sketch-plus-text query; one searcher checksums and
+    maps each shard once, at its first query; a crop that some garment chose carries that garment;
+    jobs.search writes the table and the contact sheet."""
     cfg = run_config(str(run["output"]), ["search.k=5"])
     crops, pairs = read(run, schemas.CROPS_DIR), read(run, schemas.PAIRS_DIR)
     chosen, crop_path, sketch_path = queries["chosen"], queries["crop"], queries["sketch"]
-    siglip = SiglipModelWrapper(cfg.embedder, cfg.storage)
+    checksummed = []
+    monkeypatch.setattr(shard_index, "file_sha256", lambda path: checksummed.append(path) or file_sha256(path))
+    searcher = RunSearcher(cfg, 5)
     for query in (
         Query(text="a red dress"),
         Query(image=str(crop_path)),
         Query(sketch=str(sketch_path), text="a dress"),
     ):
-        vector, _ = query_vectors(read_pictures(query, cfg), query.text, siglip, cfg)
+        vector, _ = searcher.query_vectors(read_pictures(query, cfg), query.text)
         expected = brute_force_scores(crops, vector)
-        found = search(cfg, query, 5, siglip).to_pylist()
+        found = searcher.search(query, 5).to_pylist()
+        assert len(checksummed) == 2 and len(set(checksummed)) == 2  # the 2 shards, at the first query only
         assert [r["rank"] for r in found] == [1, 2, 3, 4, 5]
         assert [r["score"] for r in found] == pytest.approx(sorted(expected.values(), reverse=True)[:5], abs=2e-3)
         assert [r["score"] for r in found] == pytest.approx([expected[r["crop_id"]] for r in found], abs=2e-3)
