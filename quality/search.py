@@ -101,15 +101,13 @@ def paired(cfg: MineConfig, crop_ids: list[str]) -> dict[str, dict]:
 
 
 class RunSearcher:
-    """Searches the mined run of `cfg`. Its embedder (`siglip`, loaded from `cfg` when None), its
-    query fusion and its index shards are loaded at first use and kept: each shard is checksummed and
-    memory-mapped once, so a long-lived service (the review app) pays for them once, not per query.
-    `max_k`: the most crops a search is to return (an index moved to a GPU is set up for it)."""
+    """Searches the mined run of `cfg`. Its embedder, its query fusion and its index shards are
+    loaded at first use and kept: each shard is checksummed and memory-mapped once, so a long-lived
+    service (the review app) pays for them once, not per query. `max_k`: the most crops a search is
+    to return (an index moved to a GPU is set up for it)."""
 
-    def __init__(self, cfg: MineConfig, max_k: int, siglip: SiglipModelWrapper | None = None):
+    def __init__(self, cfg: MineConfig, max_k: int):
         self.cfg, self.max_k = cfg, max_k
-        if siglip is not None:
-            self.siglip = siglip
 
     @cached_property
     def siglip(self) -> SiglipModelWrapper:
