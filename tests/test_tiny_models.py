@@ -19,6 +19,9 @@ from transformers import (
     SiglipModel,
 )
 
+from actors.embedder import SiglipModelWrapper
+from core.config import EmbedderConfig, ModelSpec
+from core.storage import StorageConfig
 from core.vocab import vocabulary_words
 from jobs.make_tiny_models import main
 from training.tiny_models import BLIP_DIR, SIGLIP_DIR, SIGLIP_TEXT_LENGTH, build_tiny_blip, build_tiny_siglip
@@ -66,6 +69,16 @@ def test_siglip_features_have_shape_n_by_dim(folders: dict[str, Path]) -> None:
     assert text_features.shape == (2, DIM)
     assert logits.shape == (3, 2)
     assert torch.isfinite(image_features).all() and torch.isfinite(text_features).all()
+
+
+def test_siglip_text_length_sets_padding_and_text_positions(tmp_path: Path) -> None:
+    folder = build_tiny_siglip(tmp_path, WORDS, seed=0, image_size=IMAGE_SIZE, dim=DIM, text_length=8)
+    siglip = SiglipModelWrapper(EmbedderConfig(model=ModelSpec(spec=str(folder))), StorageConfig())
+    assert siglip.model.config.text_config.max_position_embeddings == 8
+    assert siglip.tokenizer(["a red dress"], padding="max_length")["input_ids"][0][-1] == siglip.tokenizer.pad_token_id
+    long = "a red striped dress with long sleeves for a formal evening party"  # 13 tokens: truncated to 8
+    vectors = siglip.embed_texts(["a red dress", long])
+    assert vectors.shape == (2, DIM) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
 
 
 def test_siglip_tokenizer_round_trips_vocabulary(folders: dict[str, Path]) -> None:

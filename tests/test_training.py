@@ -259,6 +259,27 @@ def test_short_training_lowers_the_loss(tmp_path: Path, vocab) -> None:
     assert (Path(cfg.out) / "model.safetensors").is_file()
 
 
+def test_warm_steps_read_shrunk_images_then_the_model_s_own_size(tmp_path: Path, vocab, monkeypatch) -> None:
+    words = vocabulary_words(vocab)
+    folder = build_tiny_siglip(tmp_path / "init", words, image_size=32, dim=32, layers=1, patch_size=8)
+    model, tokenizer = AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    data = _colour_squares()
+    cfg = siglip_loop.TrainSiglipConfig(train="-", out=str(tmp_path / "out"), batch_size=8, epochs=10,
+                                        warmup_steps=1, warm_image_size=16, warm_fraction=0.4)  # fmt: skip
+    sizes, batch_loss = [], siglip_loop.batch_loss
+
+    def recorded(model, input_ids, pixels, *args):
+        sizes.append(tuple(pixels.shape[-2:]))
+        return batch_loss(model, input_ids, pixels, *args)
+
+    monkeypatch.setattr(siglip_loop, "batch_loss", recorded)
+    colour = [a["colour"] for a in data.attributes]
+    texts = lambda i: (f"a {colour[i]} dress", frozenset({("colour", colour[i])}))  # noqa: E731
+    siglip_loop.train(cfg, model, tokenizer, AutoImageProcessor.from_pretrained(folder), data, texts, Path(cfg.out))
+    assert sizes == [(16, 16)] * 4 + [(32, 32)] * 6  # 1 step an epoch; warm while under 0.4 of the 10
+    assert AutoModel.from_pretrained(cfg.out).config.vision_config.image_size == 32
+
+
 def test_job_trains_saves_and_reports_hold_out_metrics(sample, tmp_path: Path) -> None:
     split = str(sample.truth_path.parent)
     out = tmp_path / "model"

@@ -30,7 +30,7 @@ from training.siglip import (
     same_id_positives,
     sigmoid_loss,
 )
-from training.tiny_models import build_tiny_siglip
+from training.tiny_models import SIGLIP_TEXT_LENGTH, build_tiny_siglip
 
 RECALL_KS = (1, 10)
 
@@ -43,6 +43,7 @@ class TinySiglipConfig:
     dim: int = 128
     layers: int = 2
     patch_size: int = 16
+    text_length: int = SIGLIP_TEXT_LENGTH  # tokens per text (position embeddings, tokenizer padding)
     seed: int = 0
 
 
@@ -57,6 +58,11 @@ class TrainSiglipConfig:
     image_size: int | None = None  # the starting model's input size changed to this (px; its position
     # embeddings resized, training.tiny_models.with_input_size); null: as it is
     tiny: TinySiglipConfig = field(default_factory=TinySiglipConfig)
+    warm_image_size: int | None = None  # progressive resizing: until `warm_fraction` of the training
+    # (steps or time, as the learning rate), images are shrunk to this (px, antialiased) and the model
+    # reads them through its position embeddings resized on the fly (SigLIP's interpolate_pos_encoding),
+    # a quarter of the patches at half the side; null: every step at the model's own size
+    warm_fraction: float = 0.5
     work_dir: str = "data/train"  # where the new model's random initialisation is written (`siglip-init`)
     vocab: str = "conf/vocab.yaml"
     captioner_conf: str = "conf/mine.yaml"  # captioner.prompts and caption_template: the texts trained on
@@ -102,7 +108,7 @@ def starting_folder(cfg: TrainSiglipConfig, vocab: dict[str, list[str]]) -> str:
     words = [*vocabulary_words(vocab), *(w for t in texts for w in t.split())]
     t = cfg.tiny
     folder = Path(cfg.work_dir) / "siglip-init"
-    return str(build_tiny_siglip(folder, words, t.seed, t.image_size, t.dim, t.layers, t.patch_size))
+    return str(build_tiny_siglip(folder, words, t.seed, t.image_size, t.dim, t.layers, t.patch_size, t.text_length))
 
 
 def resizer(processor):
@@ -191,8 +197,10 @@ def batch_loss(
     """Sigmoid loss of n images against m texts (`truth` (n, m) bool: text j is true of image i; each
     pair weighted by `counted` (n, m), 0 leaving it out; None: all pairs, weight 1) plus
     `image.weight` x the sigmoid loss of the images among themselves (`same` (n, n) bool: same
-    garment), leaving out each image paired with itself."""
-    output = model(input_ids=input_ids, pixel_values=pixels)
+    garment), leaving out each image paired with itself. `pixels` of another size than the model's
+    are read through its position embeddings resized to their patch grid."""
+    resized = pixels.shape[-1] != model.config.vision_config.image_size
+    output = model(input_ids=input_ids, pixel_values=pixels, interpolate_pos_encoding=resized)
     device = output.logits_per_image.device
     mask = None if counted is None else torch.from_numpy(counted).to(device)
     loss = sigmoid_loss(output.logits_per_image.float(), torch.from_numpy(truth).to(device), mask)
@@ -248,9 +256,12 @@ def train(
             truth = positives(claims, attributes)
             counted = decided(claims, attributes) * claim_weights(claims, cfg.prompt_weights)
             same = same_id_positives([data.garment_ids[i] for i in rows])
+            x = normalise(pixels)
+            if cfg.warm_image_size and progress < cfg.warm_fraction:
+                x = torch.nn.functional.interpolate(x, size=cfg.warm_image_size, mode="bilinear", antialias=True)
             with autocast:
                 ids = tokens["input_ids"].to(device)
-                loss = batch_loss(model, ids, normalise(pixels), truth, same, image_logit, counted)
+                loss = batch_loss(model, ids, x, truth, same, image_logit, counted)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             for group in optimiser.param_groups:

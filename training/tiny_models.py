@@ -56,7 +56,7 @@ def _check_image_size(image_size: int, patch_size: int = PATCH_SIZE) -> None:
         raise ValueError(f"image_size must be a positive multiple of {patch_size}, got {image_size}")
 
 
-def _siglip_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
+def _siglip_tokenizer(words: Iterable[str], text_length: int) -> PreTrainedTokenizerFast:
     """Lower-casing word-level tokenizer; appends "</s>"; hyphenated words stay whole, other punctuation splits off.
 
     Every piece of `words` is in the vocabulary, so text made of them encodes without "<unk>".
@@ -78,7 +78,7 @@ def _siglip_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
         pad_token=eos,
         eos_token=eos,
         unk_token=unk,
-        model_max_length=SIGLIP_TEXT_LENGTH,
+        model_max_length=text_length,
     )
 
 
@@ -90,17 +90,18 @@ def build_tiny_siglip(
     dim: int = 64,
     layers: int = LAYERS,
     patch_size: int = PATCH_SIZE,
+    text_length: int = SIGLIP_TEXT_LENGTH,
 ) -> Path:
     """Write a `SiglipModel` checkpoint, its tokenizer and image processor into `folder`; return `folder`.
 
     Image and text features are both (n, dim); each tower has `layers` transformer layers of `HEADS`
-    heads. The tokenizer pads and truncates to `SIGLIP_TEXT_LENGTH` tokens; images are resized to
+    heads. The tokenizer pads and truncates to `text_length` tokens; images are resized to
     `image_size` x `image_size` (a multiple of `patch_size`). The same arguments give byte-identical
     `model.safetensors`.
     """
     _check_image_size(image_size, patch_size)
     folder = Path(folder)
-    tokenizer = _siglip_tokenizer(words)
+    tokenizer = _siglip_tokenizer(words, text_length)
     config = SiglipConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -108,7 +109,7 @@ def build_tiny_siglip(
             "intermediate_size": 2 * dim,
             "num_hidden_layers": layers,
             "num_attention_heads": HEADS,
-            "max_position_embeddings": SIGLIP_TEXT_LENGTH,
+            "max_position_embeddings": text_length,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "bos_token_id": None,
