@@ -93,8 +93,8 @@ def test_shipped_fusion_reads_held_out_sketches_with_their_captions(cfg, held_ou
     gallery = crop_gallery(load_split(held_out, resize, cfg.detector.box_padding), siglip)
     mean = Fusion.weighted_mean(siglip.dim, cfg.search.vision_weight)
     recalls = query_recalls(views, gallery, {"mean": mean, "trained": query_fusion(cfg, siglip)})
-    at1 = {kind: r["hits@1"] / r["queries"] for kind, r in recalls.items()}  # measured: 0.95, sketch 0.43, mean 0.86
+    at1 = {kind: r["hits@1"] / r["queries"] for kind, r in recalls.items()}  # measured: 0.86, sketch 0.43, mean 0.76
     assert recalls["sketch"]["queries"] >= 30
     assert at1["sketch+text trained"] >= 0.45, at1
     assert at1["sketch+text trained"] >= at1["sketch"] + 0.3, at1
-    assert at1["sketch+text trained"] >= at1["sketch+text mean"] + 0.05, at1  # 2 of its 37 queries (measured: 3)
+    assert at1["sketch+text trained"] >= at1["sketch+text mean"] + 0.05, at1  # 2 of its 37 queries (measured: 4)
