@@ -224,10 +224,10 @@ def train(
     prompts: Sequence[tuple[str, Claim]] = (),
 ) -> dict:
     """Train `model` in place (cosine learning rate over the epochs or `max_minutes`, whichever ends
-    first); save it to `out` at the end and, every `checkpoint_minutes`, at the end of an
-    epoch. Each step pairs its images with one text each (`texts_for(row) -> (text, claim)`) and with
-    every one of `prompts`, counting only the pairs the images' known attributes decide. Returns
-    step count, time and losses."""
+    first; with `warm_image_size`, the first `warm_fraction` of that on images shrunk to it); save it
+    to `out` at the end and, every `checkpoint_minutes`, at the end of an epoch. Each step pairs its
+    images with one text each (`texts_for(row) -> (text, claim)`) and with every one of `prompts`,
+    counting only the pairs the images' known attributes decide. Returns step count, time and losses."""
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = cfg.device
