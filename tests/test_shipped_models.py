@@ -8,6 +8,8 @@ them by chance, while a broken loader, a wrong checkpoint or an untrained model 
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +100,16 @@ def test_shipped_fusion_reads_held_out_sketches_with_their_captions(cfg, held_ou
     assert at1["sketch+text trained"] >= 0.45, at1
     assert at1["sketch+text trained"] >= at1["sketch"] + 0.3, at1
     assert at1["sketch+text trained"] >= at1["sketch+text mean"] + 0.05, at1  # 2 of its 37 queries (measured: 4)
+
+
+def test_make_siglip_recipe_is_the_one_the_shipped_siglip_records():
+    """conf/siglip-fashion.yaml (`make siglip`) trains with every setting models/siglip-fashion's
+    training.json records, but for the paths: the documented command is the one that made it."""
+    recipe = siglip_loop.load_config(
+        [str(CONF_DIR / "train_siglip.yaml"), str(CONF_DIR / "siglip-fashion.yaml"), "train=x", "out=x"]
+    )
+    recorded = json.loads((REPO / "models" / "siglip-fashion" / "training.json").read_text())["config"]
+    paths = {"train", "test", "out", "work_dir"}
+    assert {k: v for k, v in asdict(recipe).items() if k not in paths} == {
+        k: v for k, v in recorded.items() if k not in paths
+    }
