@@ -16,7 +16,10 @@ import psutil
 
 
 class TreeMonitor:
-    """Samples this process and all its descendants every `interval` seconds from /proc.
+    """Samples this process and all its descendants every `interval` seconds from /proc: their CPU
+    times every time, their memory every `memory_interval` seconds (default `interval`), as reading
+    a process's PSS (the kernel walks its page tables) costs about 5 ms of CPU per process, most of
+    which a benchmark on few cores would take from the run it measures.
 
     `peak`: the largest summed PSS (bytes) seen, with `peak_parts` splitting it by process kind;
     `process_peaks`: per process, its kind and the largest PSS, USS (private) and RSS seen.
@@ -26,8 +29,9 @@ class TreeMonitor:
     live less than `interval` are missed.
     """
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, memory_interval: float | None = None):
         self.interval, self.peak, self.peak_parts, self.samples = interval, 0, {}, 0
+        self.memory_interval = interval if memory_interval is None else memory_interval
         self.cpu_by_pid: dict[int, float] = {}
         self.ready_at: dict[str, float] = {}
         self.kind_by_pid: dict[int, str] = {}
@@ -52,14 +56,14 @@ class TreeMonitor:
         with self._lock:
             return time.perf_counter(), _busy_cpu_s(), dict(self.cpu_by_pid)
 
-    def sample(self) -> None:
+    def sample(self, memory: bool = True) -> None:
+        """CPU times and kinds of the tree's processes, and with `memory` their PSS (the peaks)."""
         me = psutil.Process()
         parts: dict[str, int] = {}
         for proc in [me, *me.children(recursive=True)]:
             try:
                 with proc.oneshot():
-                    memory = proc.memory_full_info()
-                    pss = memory.pss
+                    usage = proc.memory_full_info() if memory else None
                     times = proc.cpu_times()
                     command = proc.cmdline() or [proc.name()]
                     kind = "driver" if proc.pid == me.pid else _kind(command)
@@ -67,19 +71,21 @@ class TreeMonitor:
                         self.ready_at.setdefault(kind, time.perf_counter())  # a Ray Data actor out of __init__
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            parts[kind] = parts.get(kind, 0) + pss
             with self._lock:
                 self.cpu_by_pid[proc.pid] = times.user + times.system
                 self.kind_by_pid[proc.pid] = kind
                 peaks = self.process_peaks.setdefault(proc.pid, {"kind": kind, "pss": 0, "uss": 0, "rss": 0})
                 if kind != "IDLE":  # a pooled Ray worker takes its task's or actor's name once it has one
                     peaks["kind"] = kind
-                for name in ("pss", "uss", "rss"):
-                    peaks[name] = max(peaks[name], getattr(memory, name))
-        with self._lock:
-            self.samples += 1
-            if sum(parts.values()) > self.peak:
-                self.peak, self.peak_parts = sum(parts.values()), parts
+                if usage is not None:
+                    parts[kind] = parts.get(kind, 0) + usage.pss
+                    for name in ("pss", "uss", "rss"):
+                        peaks[name] = max(peaks[name], getattr(usage, name))
+        if memory:
+            with self._lock:
+                self.samples += 1
+                if sum(parts.values()) > self.peak:
+                    self.peak, self.peak_parts = sum(parts.values()), parts
 
     def summary(self, start: tuple, end: tuple) -> dict:
         """Peak memory over the whole monitoring; CPU use between the marks `start` and `end`."""
@@ -100,8 +106,11 @@ class TreeMonitor:
         }
 
     def _run(self) -> None:
+        memory_due = time.perf_counter() + self.memory_interval
         while not self._stop.wait(self.interval):
-            self.sample()
+            memory = time.perf_counter() >= memory_due
+            memory_due += self.memory_interval if memory else 0.0
+            self.sample(memory)
 
 
 def _kind(command: list[str]) -> str:

@@ -19,8 +19,10 @@ the tiny SigLIP / BLIP folders, then runs, each in a fresh Python process:
 Peak memory is the maximum over the run of the summed PSS (proportional set size: shared pages,
 such as the object store's /dev/shm mapping, counted once across processes) of the driver and all
 its descendants (GCS, raylet with the object store, Ray Data workers and actors), sampled every
-`--interval` seconds from /proc. Trailing `key=value` arguments override the job configuration
-(`conf/demo.yaml` plus the tiny models); `ray.*` arguments go to `ray.init` instead.
+`--memory-interval` seconds from /proc (CPU times every `--interval`: reading the PSS of the Ray
+run's 20 or so processes every second took a tenth of a core from the run it timed). Trailing
+`key=value` arguments override the job configuration (`conf/demo.yaml` plus the tiny models);
+`ray.*` arguments go to `ray.init` instead.
 
 The last line printed is `pipeline: n=... images_per_s=... floor_images_per_s=... ratio_vs_floor=...
 peak_gb_n=... peak_gb_10n=... mem_ratio_10x=...`.
@@ -57,7 +59,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--scale", type=int, default=10, help="the memory run reads scale * n images")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-pipeline"))
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the Ray instance = torch threads of the floor")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between memory samples")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between CPU samples")
+    parser.add_argument("--memory-interval", type=float, default=5.0, help="seconds between memory samples")
     parser.add_argument("--skip", choices=("floor", "ray-n", "ray-10n"), action="append", default=[])
     parser.add_argument(
         "--lock", type=Path, help="hold an exclusive flock on this file during the timed runs (floor, ray n)"
@@ -136,7 +139,7 @@ def slices(batch: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.nda
         yield {k: v[start : start + size] for k, v in batch.items()}
 
 
-def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) -> dict:
+def run_floor(cfg, manifest: Path, output: Path, threads: int, intervals: tuple[float, float]) -> dict:
     """The lookbook actors in a plain loop, one process, torch on `threads` threads."""
     import torch
 
@@ -164,7 +167,7 @@ def run_floor(cfg, manifest: Path, output: Path, threads: int, interval: float) 
     seconds = dict.fromkeys(("decode", "detect", "embed", "describe", "write"), 0.0)
     crops = quarantined = 0
     chunk = max(cfg.decode.batch_size, cfg.detector.pool.batch_size, cfg.embedder.pool.batch_size)
-    with TreeMonitor(interval) as monitor:
+    with TreeMonitor(*intervals) as monitor:
         start = monitor.mark()
         for part, batch in enumerate(slices(images, chunk)):
             tick = time.perf_counter()
@@ -256,7 +259,7 @@ def parquet_rows(folder: Path) -> int:
     return sum(pq.read_metadata(path).num_rows for path in folder.rglob("*.parquet"))
 
 
-def run_ray(cfg, cpus: int, interval: float, ray_kwargs: dict, data_attrs: dict) -> dict:
+def run_ray(cfg, cpus: int, intervals: tuple[float, float], ray_kwargs: dict, data_attrs: dict) -> dict:
     """`mine_lookbook(cfg)` on a fresh local Ray instance; times the call, samples memory throughout."""
     import ray
 
@@ -265,7 +268,7 @@ def run_ray(cfg, cpus: int, interval: float, ray_kwargs: dict, data_attrs: dict)
     from pipeline.stage import attempt_ledger
 
     kwargs = {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False, **ray_kwargs}
-    with TreeMonitor(interval) as monitor:
+    with TreeMonitor(*intervals) as monitor:
         ray.init(**kwargs)
         configure_data(cfg)
         context = ray.data.DataContext.get_current()
@@ -305,7 +308,7 @@ def run_child(args: argparse.Namespace, phase: str, manifest: Path, label: str, 
     output = args.workdir / "out" / label
     command = [sys.executable, "-m", "bench.pipeline", "--phase", phase, "--manifest", str(manifest)]
     command += ["--output", str(output), "--workdir", str(args.workdir), "--cpus", str(args.cpus)]
-    command += ["--interval", str(args.interval), *overrides]
+    command += ["--interval", str(args.interval), "--memory-interval", str(args.memory_interval), *overrides]
     log_path = args.workdir / "logs" / f"{label}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log(f"{label}: {' '.join(command[1:])} (log: {log_path})")
@@ -322,10 +325,11 @@ def child(args: argparse.Namespace, overrides: list[str]) -> None:
     job, ray_kwargs, data_attrs = split_overrides(overrides)
     shutil.rmtree(args.output, ignore_errors=True)  # a fresh output: the job skips work it finds done
     cfg = job_config(args.workdir, args.manifest, args.output, job)
+    intervals = (args.interval, args.memory_interval)
     if args.phase == "floor":
-        result = run_floor(cfg, args.manifest, args.output, args.cpus, args.interval)
+        result = run_floor(cfg, args.manifest, args.output, args.cpus, intervals)
     else:
-        result = run_ray(cfg, args.cpus, args.interval, ray_kwargs, data_attrs)
+        result = run_ray(cfg, args.cpus, intervals, ray_kwargs, data_attrs)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
