@@ -43,7 +43,10 @@ class ModelSpec:
 class PoolConfig:
     """Scheduling of one Ray Data stage: an autoscaling actor pool of `min_size..max_size`.
     `threads`: CPU threads of each actor's math libraries (OMP_NUM_THREADS, which torch follows);
-    None leaves Ray's default, `num_cpus` rounded down, at least 1."""
+    None leaves Ray's default, `num_cpus` rounded down, at least 1. `calls_per_actor`: batches an
+    actor runs at once, on as many threads, each with its own copy of the stage's models (one
+    process's imports and Ray worker serve them all; on a GPU one batch's host work overlaps
+    another's forward)."""
 
     min_size: int = 1
     max_size: int = 1
@@ -51,6 +54,7 @@ class PoolConfig:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     threads: int | None = None
+    calls_per_actor: int = 1
 
 
 @dataclass

@@ -13,6 +13,7 @@ of `core.steps.STEPS`.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 
@@ -45,17 +46,19 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {  # name: (description, tag 
 STEP_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]  # seconds
 
 _metrics: dict[str, Counter | Histogram] = {}  # created on first use in each process
+_creating = threading.Lock()  # an actor with calls_per_actor > 1 records from several threads
 
 
 def _metric(name: str) -> Counter | Histogram:
-    if name not in _metrics:
-        if name == STEP_SECONDS:
-            description = "Seconds a step of an operator took per batch."
-            _metrics[name] = Histogram(PREFIX + name, description, STEP_BOUNDARIES, ("stage", "operator", "step"))
-        else:
-            description, tags = COUNTERS[name]
-            _metrics[name] = Counter(PREFIX + name, description, tags)
-    return _metrics[name]
+    with _creating:
+        if name not in _metrics:
+            if name == STEP_SECONDS:
+                description = "Seconds a step of an operator took per batch."
+                _metrics[name] = Histogram(PREFIX + name, description, STEP_BOUNDARIES, ("stage", "operator", "step"))
+            else:
+                description, tags = COUNTERS[name]
+                _metrics[name] = Counter(PREFIX + name, description, tags)
+        return _metrics[name]
 
 
 def count(name: str, value: int, **tags: str) -> None:

@@ -8,6 +8,8 @@ plain function `fn(batch, **kwargs) -> batch`, all of whose time is one step.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -75,6 +77,37 @@ class LedgerClient:
             ray.get(self.handle.finish.remote(stage, ids))
 
 
+class Copies:
+    """`n` instances made by `make`, for up to `n` calls at once on as many threads: `one()` lends
+    an instance no other call holds; `alone()` lends one while holding them all, so that no other
+    call runs meanwhile."""
+
+    def __init__(self, make: Callable[[], object], n: int):
+        self.n = n
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(n):
+            self._free.put(make())
+        self._gathering = threading.Lock()  # one `alone()` gathers at a time: two would deadlock
+
+    @contextmanager
+    def one(self) -> Iterator[object]:
+        instance = self._free.get()
+        try:
+            yield instance
+        finally:
+            self._free.put(instance)
+
+    @contextmanager
+    def alone(self) -> Iterator[object]:
+        with self._gathering:
+            held = [self._free.get() for _ in range(self.n)]
+        try:
+            yield held[0]
+        finally:
+            for instance in held:
+                self._free.put(instance)
+
+
 class ActorStage:
     """Runs one actor of `actors/` (`actor_class`, set by `actor_stage`) under an AttemptGuard.
 
@@ -86,47 +119,58 @@ class ActorStage:
     `metrics.record_batch`), and its seconds per step are the actor's own (its `timer`; the
     whole call as `forward` for an actor without one) plus `ledger`. Its construction (the model
     loads) is timed and reported to the ledger (`AttemptLedger.loaded`).
+
+    With `copies` > 1 it holds that many instances of `actor_class` and runs up to as many batches
+    at once (Ray Data calls it from several threads), each on its own instance. A batch with rows
+    to run alone runs while no other batch does, so that a crash still blames only its row: rows
+    of a batch that ran beside a crash run alone next time, like the rows of a crashed batch.
     """
 
     actor_class: ClassVar[type]
     operator: ClassVar[str]  # the metrics' and ledger's name of the operator (Ray Data may subclass this class)
 
-    def __init__(self, guard: AttemptGuard, counters: Sequence[str], **constructor_kwargs):
-        self.timer = StepTimer()
-        self.ledger, self.max_attempts = LedgerClient(guard.ledger, self.timer), guard.max_attempts
+    def __init__(self, guard: AttemptGuard, counters: Sequence[str], copies: int = 1, **constructor_kwargs):
+        self.ledger, self.max_attempts = guard.ledger, guard.max_attempts
         self.scope, self.counters = guard.scope, tuple(counters)
         self.ledger_scope = f"{guard.scope}/{self.operator}"
         start = time.perf_counter()
-        self.inner = self.actor_class(**constructor_kwargs)
+        self.copies = Copies(lambda: self.actor_class(**constructor_kwargs), copies)
         ray.get(guard.ledger.loaded.remote(guard.scope, self.operator, time.perf_counter() - start))
 
     def __call__(self, batch: Batch) -> Batch:
+        timer = StepTimer()  # this call's own: with `copies` > 1 calls run at once
         ids = row_ids(batch)
-        out = self._run(batch, ids) if len(ids) else self._call(batch)
+        if len(ids):
+            out = self._run(batch, ids, timer)
+        else:
+            with self.copies.one() as inner:
+                out = self._call(inner, batch, timer)
         metrics.record_batch(self.scope, self.operator, out, self.counters)
-        metrics.record_steps(self.scope, self.operator, self.timer.take())
+        metrics.record_steps(self.scope, self.operator, timer.take())
         return out
 
-    def _run(self, batch: Batch, ids: np.ndarray) -> Batch:
-        counts = self.ledger.begin(self.ledger_scope, ids.tolist())
+    def _run(self, batch: Batch, ids: np.ndarray, timer: StepTimer) -> Batch:
+        ledger = LedgerClient(self.ledger, timer)
+        counts = ledger.begin(self.ledger_scope, ids.tolist())
         plan = plan_attempts(counts, self.max_attempts)
         if plan.give_up.any():
             reasons, errors = quarantine_columns(batch, len(ids))
             for i in np.flatnonzero(plan.give_up):
                 reasons[i], errors[i] = WORKER_CRASH, crash_error(ids[i], self.ledger_scope, counts[i])
             batch = {**batch, REASON: reasons, ERROR: errors}
-        call = lambda rows: self._call(take(batch, rows))  # noqa: E731
-        outputs = run_plan(plan, ids, self.ledger_scope, self.ledger, call, begun=not any(counts))
+        with self.copies.alone() if len(plan.alone) else self.copies.one() as inner:
+            call = lambda rows: self._call(inner, take(batch, rows), timer)  # noqa: E731
+            outputs = run_plan(plan, ids, self.ledger_scope, ledger, call, begun=not any(counts))
         return {k: np.concatenate([out[k] for out in outputs]) for k in outputs[0]}
 
-    def _call(self, batch: Batch) -> Batch:
-        inner_timer = getattr(self.inner, "timer", None)
+    def _call(self, inner: object, batch: Batch, timer: StepTimer) -> Batch:
+        inner_timer = getattr(inner, "timer", None)
         if inner_timer is None:
-            with self.timer(FORWARD):
-                return self.inner(batch)
-        out = self.inner(batch)
+            with timer(FORWARD):
+                return inner(batch)
+        out = inner(batch)
         for step, seconds in inner_timer.take().items():
-            self.timer.add(step, seconds)
+            timer.add(step, seconds)
         return out
 
 
@@ -148,7 +192,8 @@ def map_actors(
     **kwargs,
 ) -> Dataset:
     """`ds.map_batches` through `actor_class(**kwargs)` as an ActorStage, on an autoscaling pool of
-    min_size..max_size actors with the pool's CPUs, GPUs and threads. Ray Data names the operator
+    min_size..max_size actors with the pool's CPUs, GPUs and threads, each running
+    `calls_per_actor` batches at once (as many copies of the actor class). Ray Data names the operator
     (and its actor processes) `MapBatches(<name>)`, by default the actor class's name.
 
     Dead actors are restarted and their tasks retried without limit (Ray Data's defaults, set here
@@ -157,8 +202,13 @@ def map_actors(
     threads = {"runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(pool.threads)}}} if pool.threads else {}
     return ds.map_batches(
         actor_stage(actor_class, name),
-        fn_constructor_kwargs={"guard": guard, "counters": tuple(counters), **kwargs},
-        compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+        fn_constructor_kwargs={"guard": guard, "counters": tuple(counters), "copies": pool.calls_per_actor, **kwargs},
+        compute=ActorPoolStrategy(
+            min_size=pool.min_size,
+            max_size=pool.max_size,
+            max_concurrent_calls_per_actor=pool.calls_per_actor,
+            enable_true_multi_threading=pool.calls_per_actor > 1,
+        ),
         batch_size=pool.batch_size,
         num_cpus=pool.num_cpus,
         num_gpus=pool.num_gpus or None,

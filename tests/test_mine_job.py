@@ -268,9 +268,10 @@ def test_disabled_detector_makes_one_whole_image_crop_per_image(sample, model_ov
 
 def test_fused_lookbook_actor_with_fused_decode_makes_the_same_crops(run, inputs, model_overrides, local_ray, tmp_path):
     """fusion.lookbook with fusion.decode (manifest rows into one actor that reads, decodes, detects,
-    embeds and describes) gives the crops and quarantine rows of the separate stages."""
+    embeds and describes), two batches at once on two copies of the models, gives the crops and
+    quarantine rows of the separate stages."""
     args = [f"lookbook={inputs['lookbook']}", "garments=x", f"output={tmp_path}", "fusion.lookbook=true"]
-    cfg = load_config([*model_overrides, *args, "fusion.decode=true"])
+    cfg = load_config([*model_overrides, *args, "fusion.decode=true", "fusion.pool.calls_per_actor=2"])
     with attempt_ledger() as ledger:
         mine.mine_lookbook(cfg, ledger)
     crops, expected = pq.read_table(tmp_path / schemas.CROPS_DIR, partitioning=None), read(run, schemas.CROPS_DIR)

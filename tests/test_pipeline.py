@@ -3,8 +3,10 @@ bounded attempts at rows that kill their worker, decode tasks of bounded size.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import threading
 import time
 
 import numpy as np
@@ -23,7 +25,7 @@ from pipeline import tier_passes
 from pipeline.commits import shard_of
 from pipeline.manifests import ManifestError, check_unique_ids, read_manifest
 from pipeline.sink import ShardTables, SplitParquetSink
-from pipeline.stage import AttemptGuard, attempt_ledger, map_actors
+from pipeline.stage import AttemptGuard, Copies, attempt_ledger, map_actors
 
 pytestmark = pytest.mark.ray
 STORAGE = StorageConfig()
@@ -111,12 +113,17 @@ def test_count_mode_tiers_exactly_by_key_then_id(local_ray, bins, key):
     assert tiered == expected
 
 
+RUNNING_BESIDE = threading.Event()  # set while a good call of PoisonStage runs in this process
+
+
 class PoisonStage:
     """Test stage: logs the ids of the good rows of each call to `log`, then kills its own
-    process (as a segfault or an OOM kill would) when one of them is in `poison`."""
+    process (as a segfault or an OOM kill would) when one of them is in `poison`. With `beside_s`,
+    other calls take that long and a poisoned call first waits up to as long for one of them to
+    be running beside it, so that a crash in an actor running several calls hits another."""
 
-    def __init__(self, poison: list[str], log: str):
-        self.poison, self.log = set(poison), log
+    def __init__(self, poison: list[str], log: str, beside_s: float = 0.0):
+        self.poison, self.log, self.beside_s = set(poison), log, beside_s
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["image_id"])
@@ -125,24 +132,33 @@ class PoisonStage:
         with open(self.log, "a") as f:
             f.write(" ".join(ids) + "\n")
         if self.poison & set(ids):
+            RUNNING_BESIDE.wait(self.beside_s)
             os._exit(1)
+        RUNNING_BESIDE.set()
+        time.sleep(self.beside_s)
+        RUNNING_BESIDE.clear()
         return {**batch, "seen": np.full(n, os.getpid())}
 
 
-@pytest.mark.parametrize("reason_columns", [True, False], ids=["stage-rows", "manifest-rows"])
-def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray, tmp_path, reason_columns):
-    """Also for rows without `reason` / `error` (manifest rows into a stage that decodes them)."""
+@pytest.mark.parametrize(
+    ("reason_columns", "calls"), [(True, 1), (False, 1), (True, 2)], ids=["stage-rows", "manifest-rows", "2-calls"]
+)
+def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray, tmp_path, reason_columns, calls):
+    """Also for rows without `reason` / `error` (manifest rows into a stage that decodes them), and
+    for an actor running two batches at once: a crash kills both, and the other batch's rows must
+    not be blamed (they run alone next time, with no other batch beside them)."""
     ids = [f"r{i:02d}" for i in range(24)]
     poison, max_attempts = ["r05", "r06"], 2  # both in the first batch of 8
     blank = {REASON: "", ERROR: ""} if reason_columns else {}
     rows = [{"image_id": i, "uri": f"/x/{i}.jpg", **blank, SHARD: 0} for i in ids]
-    pool = PoolConfig(batch_size=8, num_cpus=0.25)
+    pool = PoolConfig(batch_size=8, num_cpus=0.25, calls_per_actor=calls)
     log = tmp_path / "calls.log"
     schema = pa.schema([("image_id", pa.string()), ("uri", pa.string())])
     sink = SplitParquetSink(ShardTables(str(tmp_path), "out", lambda b: schema, "test", "image_id", "uri", STORAGE))
     with attempt_ledger() as ledger:
         guard = AttemptGuard(ledger, "test", max_attempts)
-        ds = map_actors(ray.data.from_items(rows), PoisonStage, pool, guard, poison=poison, log=str(log))
+        kwargs = {"poison": poison, "log": str(log), "beside_s": 0.5 * (calls > 1)}
+        ds = map_actors(ray.data.from_items(rows), PoisonStage, pool, guard, **kwargs)
         ds.write_datasink(sink)
     out = pq.read_table(tmp_path / "out", partitioning=None)["image_id"].to_pylist()
     quarantine = pq.read_table(tmp_path / "quarantine" / "test", partitioning=None).to_pylist()
@@ -150,8 +166,38 @@ def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray,
     assert sorted(q["id"] for q in quarantine) == poison
     assert {q["reason"] for q in quarantine} == {WORKER_CRASH}
     assert all(f"'{q['id']}'" in q["error"] and f"after {max_attempts} attempts" in q["error"] for q in quarantine)
-    calls = [line.split() for line in log.read_text().splitlines()]
-    assert [sum(p in c for c in calls) for p in poison] == [max_attempts] * 2  # then never run again
+    logged = [line.split() for line in log.read_text().splitlines()]  # the good rows of each call
+    assert [sum(p in c for c in logged) for p in poison] == [max_attempts] * 2  # then never run again
+
+
+def test_copies_lend_each_instance_to_one_call_and_alone_waits_for_all():
+    copies = Copies(itertools.count().__next__, 2)  # instances 0 and 1
+    alone_entered = threading.Event()
+
+    def run_alone() -> None:
+        with copies.alone():
+            alone_entered.set()
+
+    with copies.one() as first:
+        with copies.one() as second:
+            assert {first, second} == {0, 1}
+        waiting = threading.Thread(target=run_alone)
+        waiting.start()
+        assert not alone_entered.wait(0.3)  # `first` is still lent
+    assert alone_entered.wait(10)
+    waiting.join()
+
+    def run_one() -> None:
+        with copies.one():
+            pass
+
+    with copies.alone() as instance:
+        blocked = threading.Thread(target=run_one)
+        blocked.start()
+        blocked.join(0.3)
+        assert blocked.is_alive() and instance in (0, 1)  # no other call while one runs alone
+    blocked.join(10)
+    assert not blocked.is_alive()
 
 
 def test_decode_tasks_read_at_most_rows_per_task_manifest_rows(local_ray, tmp_path):
