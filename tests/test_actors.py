@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -308,6 +309,25 @@ def test_fused_models_with_decode_take_manifest_rows(cfg, vocab):
     assert set(got) == set(expected) and got["crop_id"].tolist() == expected["crop_id"].tolist()
     assert got[REASON].tolist() == expected[REASON].tolist() and NOT_FOUND in got[REASON].tolist()
     np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_two_fused_copies_on_two_threads_give_what_one_gives(cfg, vocab, device):
+    """What an actor with `pool.calls_per_actor: 2` does: two copies of the models, each called on
+    its own thread at the same time, return the rows one copy returns (CUDA: from two threads)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    roles = [replace(role, device=device) for role in (cfg.detector, cfg.embedder, cfg.captioner)]
+    copies = [FusedLookbookModels(*roles, STORAGE, vocab, decode=DecodeConfig()) for _ in range(2)]
+    uris = [str(ASSETS / "bus.jpg"), str(ASSETS / "zidane.jpg")]
+    manifest = {"image_id": np.array(["i0", "i1"], dtype=object), "uri": np.array(uris, dtype=object)}
+    expected = copies[0]({k: v.copy() for k, v in manifest.items()})
+    with ThreadPoolExecutor(2) as threads:
+        outs = list(threads.map(lambda i: copies[i % 2]({k: v.copy() for k, v in manifest.items()}), range(6)))
+    for got in outs:
+        assert got["crop_id"].tolist() == expected["crop_id"].tolist() and len(got["crop_id"]) > 2
+        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
+        assert got["caption"].tolist() == expected["caption"].tolist()
 
 
 def test_decode_keeps_rows_that_arrive_quarantined():
