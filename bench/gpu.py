@@ -1,7 +1,7 @@
 """GPU benchmark of the lookbook models, one process, no Ray (issue #16).
 
     python -m bench.gpu [--wheels bench/wheels] [--parts siglip yolo fused faiss] [--decode-workers N]
-        [--images 4096] [--dry-run]
+        [--fused-calls 1 2] [--images 4096] [--dry-run]
 
 Parts, each timed after a warm-up, CUDA synchronised around the timed loop:
 
@@ -13,7 +13,10 @@ Parts, each timed after a warm-up, CUDA synchronised around the timed loop:
 - `fused`: `actors.fused.FusedLookbookModels` (detect, embed, describe) called directly in a loop, as
   `bench.pipeline`'s floor does, with conf/gpu.yaml's batch size, on `--images` rows cycling over `--jpegs`
   generated photo-like JPEGs of 1, 2, 3 and 4 MP (`bench.decode.scene_jpeg`), read and decoded
-  (`actors.decoder.decode_images`) by `--decode-workers` threads or processes ahead of the actor. Models: a
+  (`actors.decoder.decode_images`) by `--decode-workers` threads or processes ahead of the actor, and
+  with each of `--fused-calls` (1 and 2) batches in the actor at once: that many copies of the actor, each
+  called on its own thread, as an actor with `pool.calls_per_actor` runs (does one batch's host work
+  overlap the other's forward on the GPU?). Models: a
   full-size SigLIP-B/16 (both towers, text 64 tokens, random weights, written to a temporary folder) and
   YOLOv8n from its yaml at 640 px (random weights; `detector.min_score` 0, so each image gives up to
   `detector.max_crops` crops, and its scene row: the most embedding work per image). images/s = rows / wall
@@ -46,10 +49,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import itertools
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import zipfile
@@ -306,6 +311,44 @@ def decoded_chunks(pool: Executor, rows: dict, chunk: int, decode_cfg, storage, 
         yield pending.popleft().result()
 
 
+def batched(chunks: Iterator[dict], size: int) -> Iterator[dict]:
+    """Decoded chunks regrouped into batches of at least `size` rows (the last one may be smaller)."""
+    from core.batches import concat
+
+    pending: list[dict] = []
+    for part in chunks:
+        pending.append(part)
+        if sum(len(p["uri"]) for p in pending) >= size:
+            yield concat(pending)
+            pending = []
+    if pending:
+        yield concat(pending)
+
+
+def run_calls(copies: list, batches: Iterator[dict], reasons_of: Callable[[dict], np.ndarray]) -> tuple:
+    """Each of `copies` (fused actors) called on its own thread with the next of `batches` until
+    they run out, as an actor with `pool.calls_per_actor` = len(copies) runs; returns the crop
+    reasons of every output row and the seconds the threads waited for batches, summed."""
+    lock, reasons, waited = threading.Lock(), [], [0.0]
+
+    def call_until_done(actor) -> None:
+        while True:
+            tick = time.perf_counter()
+            with lock:
+                batch = next(batches, None)
+                waited[0] += time.perf_counter() - tick
+            if batch is None:
+                return
+            out = reasons_of(actor(batch))
+            with lock:
+                reasons.append(out)
+
+    with ThreadPoolExecutor(len(copies)) as threads:
+        for done in [threads.submit(call_until_done, actor) for actor in copies]:
+            done.result()
+    return np.concatenate(reasons), waited[0]
+
+
 def part_fused(args: argparse.Namespace, device: str, workdir: Path) -> dict:
     need("omegaconf", "fused (core.config)")
     need("ultralytics", "fused (the detector)")
@@ -313,6 +356,7 @@ def part_fused(args: argparse.Namespace, device: str, workdir: Path) -> dict:
     from core.batches import concat
     from core.config import CONF_DIR, load_config
     from core.schemas import REASON, SCENE_CLASS
+    from core.steps import StepTimer
 
     crop_reasons = lambda out: out[REASON][out["det_class"] != SCENE_CLASS]  # noqa: E731  (scene rows are no crops)
     started = time.perf_counter()
@@ -333,64 +377,63 @@ def part_fused(args: argparse.Namespace, device: str, workdir: Path) -> dict:
     cfg = load_config(overrides)
     batch_size = cfg.fusion.pool.batch_size
     chunk = cfg.decode.batch_size if batch_size % cfg.decode.batch_size == 0 else batch_size
-    actor = FusedLookbookModels(cfg.detector, cfg.embedder, cfg.captioner, cfg.storage, cfg.vocab)
+    copies = [FusedLookbookModels(cfg.detector, cfg.embedder, cfg.captioner, cfg.storage, cfg.vocab)]
     ids = np.array([f"img-{k:06d}" for k in range(args.images)], dtype=object)
     rows = {"image_id": ids, "uri": np.array([jpegs[k % len(jpegs)] for k in range(args.images)], dtype=object)}
     warm = {k: v[:batch_size] for k, v in rows.items()}
     print(f"fused actor: batch {batch_size}, {len(jpegs)} JPEGs of {megapixels} MP cycled over {args.images} rows,"
           f" decode {chunk} rows per task, max_side {cfg.decode.max_side}, detector at"
           f" {cfg.detector.image_size} px (JPEGs generated in {generated_s:.1f} s)")  # fmt: skip
-    print(f"{'workers':>7s} {'mode':>7s} {'images':>7s} {'crops':>7s} {'seconds':>8s} {'images/s':>9s} "
+    print(f"{'workers':>7s} {'calls':>5s} {'mode':>7s} {'images':>7s} {'crops':>7s} {'seconds':>8s} {'images/s':>9s} "
           f"{'crops/s':>9s} {'waiting':>8s}  actor seconds by step")  # fmt: skip
     figures = {}
-    for workers in args.decode_workers:
+    for workers, calls in itertools.product(args.decode_workers, args.fused_calls):
+        while len(copies) < calls:
+            copies.append(FusedLookbookModels(cfg.detector, cfg.embedder, cfg.captioner, cfg.storage, cfg.vocab))
         if args.decode_mode == "process":
             pool = spawn_pool(workers)
         else:
             pool = ThreadPoolExecutor(workers)
         with pool:
+            for actor in copies[:calls]:
+                actor(concat(list(decoded_chunks(pool, warm, chunk, cfg.decode, cfg.storage, 2 * workers))))
+                actor.timer.take()
             sync(device)
-            actor(concat(list(decoded_chunks(pool, warm, chunk, cfg.decode, cfg.storage, 2 * workers))))
-            sync(device)
-            actor.timer.take()
-            waiting, pending, reasons = 0.0, [], []
+            batches = batched(decoded_chunks(pool, rows, chunk, cfg.decode, cfg.storage, 2 * workers), batch_size)
             start = time.perf_counter()
-            tick = start
-            for part in decoded_chunks(pool, rows, chunk, cfg.decode, cfg.storage, 2 * workers):
-                waiting += time.perf_counter() - tick
-                pending.append(part)
-                if sum(len(p["uri"]) for p in pending) >= batch_size:
-                    reasons.append(crop_reasons(actor(concat(pending))))
-                    pending = []
-                tick = time.perf_counter()
-            if pending:
-                reasons.append(crop_reasons(actor(concat(pending))))
+            reasons, waiting = run_calls(copies[:calls], batches, crop_reasons)
             sync(device)
             seconds = time.perf_counter() - start
-        reasons = np.concatenate(reasons)
         crops, quarantined = int((reasons == "").sum()), int((reasons != "").sum())
         if quarantined:
             raise RuntimeError(f"{quarantined} crop rows were quarantined: the generated JPEGs should all decode")
-        steps = ", ".join(f"{k} {v:.1f}" for k, v in actor.timer.take().items())
+        steps = StepTimer()
+        for actor in copies[:calls]:
+            for step, step_s in actor.timer.take().items():
+                steps.add(step, step_s)
+        by_step = ", ".join(f"{k} {v:.1f}" for k, v in steps.take().items())
         images_per_s, crops_per_s = args.images / seconds, crops / seconds
-        print(f"{workers:7d} {args.decode_mode:>7s} {args.images:7d} {crops:7d} {seconds:8.2f} {images_per_s:9.1f} "
-              f"{crops_per_s:9.1f} {waiting:8.2f}  {steps}", flush=True)  # fmt: skip
-        figures[workers] = {
+        print(f"{workers:7d} {calls:5d} {args.decode_mode:>7s} {args.images:7d} {crops:7d} {seconds:8.2f} "
+              f"{images_per_s:9.1f} {crops_per_s:9.1f} {waiting:8.2f}  {by_step}", flush=True)  # fmt: skip
+        figures[workers, calls] = {
             "images_per_s": images_per_s,
             "crops_per_s": crops_per_s,
             "crops_per_image": crops / args.images,
         }
-    print("waiting: seconds the loop waited for decoded images (decode is the bottleneck when it is large)")
+    print("calls: batches in the actor at once, on as many threads, each with its own copy of the models "
+          "(pool.calls_per_actor); waiting: seconds the calls waited for decoded images, summed over them "
+          "(decode is the bottleneck when it is large)")  # fmt: skip
     best = max(figures, key=lambda w: figures[w]["images_per_s"])
     on_device = device_decode_rate(cfg, rows, batch_size, device)
-    print(f"{0:7d} {'device':>7s} {args.images:7d} {'':7s} {args.images / on_device:8.2f} {on_device:9.1f}"
+    print(f"{0:7d} {1:5d} {'device':>7s} {args.images:7d} {'':7s} {args.images / on_device:8.2f} {on_device:9.1f}"
           f"  (decode.device={device}: JPEGs decoded in the actor, batched, by torchvision)")  # fmt: skip
     return {
         "fused_device_decode_images_per_s": round(on_device, 1),
         "fused_images_per_s": round(figures[best]["images_per_s"], 1),
         "fused_crops_per_s": round(figures[best]["crops_per_s"], 1),
         "fused_crops_per_image": round(figures[best]["crops_per_image"], 2),
-        "fused_decode_workers": best,
+        "fused_decode_workers": best[0],
+        "fused_calls": best[1],
         "fused_batch": batch_size,
     }
 
@@ -486,6 +529,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fused-batch", type=int, help="rows per actor call (default conf/gpu.yaml's; dry run 4)")
     parser.add_argument("--decode-workers", type=int, nargs="+", help="decode workers, one run each (default: CPUs)")
     parser.add_argument("--decode-mode", choices=("thread", "process"), default="thread")
+    parser.add_argument("--fused-calls", type=int, nargs="+", default=[1, 2], help="pool.calls_per_actor, one run each")
     parser.add_argument("--queries", type=int, default=10_000, help="faiss search queries")
     args = parser.parse_args(argv)
     full = {"seconds": 2.0, "siglip_batches": [64, 128, 256, 512], "yolo_batches": [16, 32, 64], "yolo_size": 640,

@@ -44,7 +44,12 @@ def test_dry_run_reports_every_part(offline, capsys, tmp_path):
             assert len(skips[part]) > 10
         else:
             assert all(figures[k] > 0 for k in keys), figures
+    if "fused" in skips:
+        return
     assert 1 <= figures["fused_crops_per_image"] <= 4  # detector.max_crops; min_score 0 keeps up to that many
+    fused_runs = [m.groups() for line in lines if (m := re.match(r"\s*2\s+([12])\s+thread\s+(\d+)\s+(\d+)\s", line))]
+    assert [calls for calls, _, _ in fused_runs] == ["1", "2"]  # --fused-calls 1 2 by default
+    assert len({(images, crops) for _, images, crops in fused_runs}) == 1  # two copies on two threads: every row once
 
 
 def test_missing_module_loads_from_a_carried_wheel(monkeypatch, tmp_path):
