@@ -3,7 +3,6 @@ bounded attempts at rows that kill their worker, decode tasks of bounded size.""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import threading
@@ -25,7 +24,7 @@ from pipeline import tier_passes
 from pipeline.commits import shard_of
 from pipeline.manifests import ManifestError, check_unique_ids, read_manifest
 from pipeline.sink import ShardTables, SplitParquetSink
-from pipeline.stage import AttemptGuard, Copies, attempt_ledger, map_actors
+from pipeline.stage import AttemptGuard, attempt_ledger, map_actors
 
 pytestmark = pytest.mark.ray
 STORAGE = StorageConfig()
@@ -168,36 +167,6 @@ def test_rows_that_kill_the_worker_are_quarantined_after_max_attempts(local_ray,
     assert all(f"'{q['id']}'" in q["error"] and f"after {max_attempts} attempts" in q["error"] for q in quarantine)
     logged = [line.split() for line in log.read_text().splitlines()]  # the good rows of each call
     assert [sum(p in c for c in logged) for p in poison] == [max_attempts] * 2  # then never run again
-
-
-def test_copies_lend_each_instance_to_one_call_and_alone_waits_for_all():
-    copies = Copies(itertools.count().__next__, 2)  # instances 0 and 1
-    alone_entered = threading.Event()
-
-    def run_alone() -> None:
-        with copies.alone():
-            alone_entered.set()
-
-    with copies.one() as first:
-        with copies.one() as second:
-            assert {first, second} == {0, 1}
-        waiting = threading.Thread(target=run_alone)
-        waiting.start()
-        assert not alone_entered.wait(0.3)  # `first` is still lent
-    assert alone_entered.wait(10)
-    waiting.join()
-
-    def run_one() -> None:
-        with copies.one():
-            pass
-
-    with copies.alone() as instance:
-        blocked = threading.Thread(target=run_one)
-        blocked.start()
-        blocked.join(0.3)
-        assert blocked.is_alive() and instance in (0, 1)  # no other call while one runs alone
-    blocked.join(10)
-    assert not blocked.is_alive()
 
 
 def test_decode_tasks_read_at_most_rows_per_task_manifest_rows(local_ray, tmp_path):
