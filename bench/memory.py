@@ -23,14 +23,14 @@ class TreeMonitor:
 
     `peak`: the largest summed PSS (bytes) seen, with `peak_parts` splitting it by process kind;
     `process_peaks`: per process, its kind and the largest PSS, USS (private) and RSS seen.
-    `mark()` snapshots CPU time: each process's (its last sample, alive or gone) and the machine's,
-    so that `summary` can tell how many cores the run used, by which processes, and how many other
-    users' processes took meanwhile (a timing taken under such load is unreliable). Processes that
-    live less than `interval` are missed.
+    `mark()` snapshots CPU time: each process's (its last sample, alive or gone), the machine's and
+    the monitor's own, so that `summary` can tell how many cores the run used, by which processes,
+    how many other users' processes took meanwhile (a timing taken under such load is unreliable)
+    and what the sampling cost this process. Processes that live less than `interval` are missed.
     """
 
     def __init__(self, interval: float, memory_interval: float | None = None):
-        self.interval, self.peak, self.peak_parts, self.samples = interval, 0, {}, 0
+        self.interval, self.peak, self.peak_parts, self.samples, self.own_cpu_s = interval, 0, {}, 0, 0.0
         self.memory_interval = interval if memory_interval is None else memory_interval
         self.cpu_by_pid: dict[int, float] = {}
         self.ready_at: dict[str, float] = {}
@@ -50,14 +50,16 @@ class TreeMonitor:
         self._thread.join()
         self.sample()
 
-    def mark(self) -> tuple[float, float, dict[int, float]]:
-        """(wall clock, busy CPU seconds of the machine since boot, CPU seconds of each process so far)."""
+    def mark(self) -> tuple[float, float, dict[int, float], float]:
+        """(wall clock, busy CPU seconds of the machine since boot, CPU seconds of each process so far,
+        CPU seconds the sampling has cost so far)."""
         self.sample()
         with self._lock:
-            return time.perf_counter(), _busy_cpu_s(), dict(self.cpu_by_pid)
+            return time.perf_counter(), _busy_cpu_s(), dict(self.cpu_by_pid), self.own_cpu_s
 
     def sample(self, memory: bool = True) -> None:
         """CPU times and kinds of the tree's processes, and with `memory` their PSS (the peaks)."""
+        began = time.thread_time()
         me = psutil.Process()
         parts: dict[str, int] = {}
         for proc in [me, *me.children(recursive=True)]:
@@ -86,6 +88,8 @@ class TreeMonitor:
                 self.samples += 1
                 if sum(parts.values()) > self.peak:
                     self.peak, self.peak_parts = sum(parts.values()), parts
+        with self._lock:
+            self.own_cpu_s += time.thread_time() - began
 
     def summary(self, start: tuple, end: tuple) -> dict:
         """Peak memory over the whole monitoring; CPU use between the marks `start` and `end`."""
@@ -102,6 +106,7 @@ class TreeMonitor:
             "cores_used": cpu / wall,
             "other_cores_used": max(0.0, busy - cpu) / wall,
             "cpu_s_by_process": dict(sorted(cpu_by_kind.items(), key=lambda kv: -kv[1])),
+            "monitor_cpu_s": end[3] - start[3],
             "actor_ready_s": {k: v - start[0] for k, v in sorted(self.ready_at.items(), key=lambda kv: kv[1])},
         }
 

@@ -24,8 +24,12 @@ run's 20 or so processes every second took a tenth of a core from the run it tim
 `key=value` arguments override the job configuration (`conf/demo.yaml` plus the tiny models);
 `ray.*` arguments go to `ray.init` instead.
 
+The Ray runs' CPU seconds are split between the stage's actors and every other process (Ray's
+workers and services, Ray Data's own actors, the driver with this benchmark's sampling): the actors'
+share is what ratio_vs_floor comes to when the actors spend the floor's CPU seconds on the same work.
+
 The last line printed is `pipeline: n=... images_per_s=... floor_images_per_s=... ratio_vs_floor=...
-peak_gb_n=... peak_gb_10n=... mem_ratio_10x=...`.
+actors_cpu_share=... peak_gb_n=... peak_gb_10n=... mem_ratio_10x=...`.
 """
 
 from __future__ import annotations
@@ -337,6 +341,13 @@ def gb(value: float) -> str:
     return f"{value / 1e9:.2f}"
 
 
+def actor_cpu_s(run: dict) -> tuple[float, float]:
+    """CPU seconds of a Ray run's Ray Data actors (the processes `actor_ready_s` names) and of all its
+    other processes: Ray's task workers, its services and Ray Data's own actors, and the driver."""
+    actors = sum(cpu for kind, cpu in run["cpu_s_by_process"].items() if kind in run["actor_ready_s"])
+    return actors, sum(run["cpu_s_by_process"].values()) - actors
+
+
 def report(args: argparse.Namespace, runs: dict[str, dict], overrides: list[str]) -> str:
     print(f"overrides: {' '.join(overrides) or '(none)'}")
     print(
@@ -357,6 +368,13 @@ def report(args: argparse.Namespace, runs: dict[str, dict], overrides: list[str]
         if r["actor_ready_s"]:
             ready = ", ".join(f"{k} {v:.1f}" for k, v in r["actor_ready_s"].items())
             print(f"{label}: seconds from the start of mine_lookbook until each actor was ready: {ready}")
+            actors, others = actor_cpu_s(r)
+            print(
+                f"{label}: CPU seconds of the stage's actors {actors:.0f}, of every other process {others:.0f}"
+                f" ({r['monitor_cpu_s']:.1f} of them this benchmark's sampling): the actors' share"
+                f" {actors / (actors + others):.2f}, what ratio_vs_floor comes to when the actors spend the"
+                " floor's CPU seconds on the same work at the floor's cores"
+            )
     if "floor" in runs:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in runs["floor"]["stage_s"].items())
         print(
@@ -378,6 +396,9 @@ def report(args: argparse.Namespace, runs: dict[str, dict], overrides: list[str]
             runs["floor"]["images"] / runs["floor"]["seconds"]
         )
         fields["ratio_vs_floor"] = f"{ratio:.2f}"
+    if runs.get("ray n", {}).get("actor_ready_s"):
+        actors, others = actor_cpu_s(runs["ray n"])
+        fields["actors_cpu_share"] = f"{actors / (actors + others):.2f}"
     if "ray n" in runs:
         fields["peak_gb_n"] = gb(runs["ray n"]["peak_bytes"])
     if "ray 10n" in runs:

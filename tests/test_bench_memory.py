@@ -20,6 +20,9 @@ def test_memory_is_sampled_every_memory_interval_and_cpu_every_interval():
         subprocess.run([sys.executable, "-c", BUSY_CHILD], check=True)
         end = monitor.mark()
     elapsed = time.perf_counter() - began
-    cpu = monitor.summary(start, end)["cpu_s_by_process"]
+    summary = monitor.summary(start, end)
+    cpu = summary["cpu_s_by_process"]
     assert sum(seconds for kind, seconds in cpu.items() if kind != "driver") > 0.3
+    tick = 0.01  # /proc counts a process's CPU time in clock ticks; the monitor its thread's in ns
+    assert 0 < summary["monitor_cpu_s"] <= cpu["driver"] + 2 * tick  # the sampling is some of this process's
     assert 0 < monitor.peak and monitor.samples <= 4 + elapsed / 0.5 + 1  # every 0.05 s would be 13 or more
