@@ -25,8 +25,9 @@ run's 20 or so processes every second took a tenth of a core from the run it tim
 `ray.*` arguments go to `ray.init` instead.
 
 The Ray runs' CPU seconds are split between the stage's actors and every other process (Ray's
-workers and services, Ray Data's own actors, the driver with this benchmark's sampling): the actors'
-share is what ratio_vs_floor comes to when the actors spend the floor's CPU seconds on the same work.
+workers and services, Ray Data's own actors, the driver with this benchmark's sampling, and decode
+tasks where the layout has them): where the actors do all the floor's work (`fusion.decode`) with
+the floor's CPU seconds, at the floor's cores, ratio_vs_floor comes to about the actors' share.
 
 The last line printed is `pipeline: n=... images_per_s=... floor_images_per_s=... ratio_vs_floor=...
 actors_cpu_share=... peak_gb_n=... peak_gb_10n=... mem_ratio_10x=...`.
@@ -372,8 +373,7 @@ def report(args: argparse.Namespace, runs: dict[str, dict], overrides: list[str]
             print(
                 f"{label}: CPU seconds of the stage's actors {actors:.0f}, of every other process {others:.0f}"
                 f" ({r['monitor_cpu_s']:.1f} of them this benchmark's sampling): the actors' share"
-                f" {actors / (actors + others):.2f}, what ratio_vs_floor comes to when the actors spend the"
-                " floor's CPU seconds on the same work at the floor's cores"
+                f" {actors / (actors + others):.2f}"
             )
     if "floor" in runs:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in runs["floor"]["stage_s"].items())
