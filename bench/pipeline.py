@@ -349,6 +349,10 @@ def actor_cpu_s(run: dict) -> tuple[float, float]:
     return actors, sum(run["cpu_s_by_process"].values()) - actors
 
 
+def share(part: float, rest: float) -> float:
+    return part / (part + rest)
+
+
 def report(args: argparse.Namespace, runs: dict[str, dict], overrides: list[str]) -> str:
     print(f"overrides: {' '.join(overrides) or '(none)'}")
     print(
@@ -373,7 +377,7 @@ def report(args: argparse.Namespace, runs: dict[str, dict], overrides: list[str]
             print(
                 f"{label}: CPU seconds of the stage's actors {actors:.0f}, of every other process {others:.0f}"
                 f" ({r['monitor_cpu_s']:.1f} of them this benchmark's sampling): the actors' share"
-                f" {actors / (actors + others):.2f}"
+                f" {share(actors, others):.2f}"
             )
     if "floor" in runs:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in runs["floor"]["stage_s"].items())
@@ -397,8 +401,7 @@ def report(args: argparse.Namespace, runs: dict[str, dict], overrides: list[str]
         )
         fields["ratio_vs_floor"] = f"{ratio:.2f}"
     if runs.get("ray n", {}).get("actor_ready_s"):
-        actors, others = actor_cpu_s(runs["ray n"])
-        fields["actors_cpu_share"] = f"{actors / (actors + others):.2f}"
+        fields["actors_cpu_share"] = f"{share(*actor_cpu_s(runs['ray n'])):.2f}"
     if "ray n" in runs:
         fields["peak_gb_n"] = gb(runs["ray n"]["peak_bytes"])
     if "ray 10n" in runs:
