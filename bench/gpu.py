@@ -377,7 +377,8 @@ def part_fused(args: argparse.Namespace, device: str, workdir: Path) -> dict:
     cfg = load_config(overrides)
     batch_size = cfg.fusion.pool.batch_size
     chunk = cfg.decode.batch_size if batch_size % cfg.decode.batch_size == 0 else batch_size
-    copies = [FusedLookbookModels(cfg.detector, cfg.embedder, cfg.captioner, cfg.storage, cfg.vocab)]
+    make_actor = lambda: FusedLookbookModels(cfg.detector, cfg.embedder, cfg.captioner, cfg.storage, cfg.vocab)  # noqa: E731
+    copies = [make_actor()]
     ids = np.array([f"img-{k:06d}" for k in range(args.images)], dtype=object)
     rows = {"image_id": ids, "uri": np.array([jpegs[k % len(jpegs)] for k in range(args.images)], dtype=object)}
     warm = {k: v[:batch_size] for k, v in rows.items()}
@@ -389,7 +390,7 @@ def part_fused(args: argparse.Namespace, device: str, workdir: Path) -> dict:
     figures = {}
     for workers, calls in itertools.product(args.decode_workers, args.fused_calls):
         while len(copies) < calls:
-            copies.append(FusedLookbookModels(cfg.detector, cfg.embedder, cfg.captioner, cfg.storage, cfg.vocab))
+            copies.append(make_actor())
         if args.decode_mode == "process":
             pool = spawn_pool(workers)
         else:

@@ -83,12 +83,11 @@ class TreeMonitor:
                     parts[kind] = parts.get(kind, 0) + usage.pss
                     for name in ("pss", "uss", "rss"):
                         peaks[name] = max(peaks[name], getattr(usage, name))
-        if memory:
-            with self._lock:
+        with self._lock:
+            if memory:
                 self.samples += 1
                 if sum(parts.values()) > self.peak:
                     self.peak, self.peak_parts = sum(parts.values()), parts
-        with self._lock:
             self.own_cpu_s += time.thread_time() - began
 
     def summary(self, start: tuple, end: tuple) -> dict:
