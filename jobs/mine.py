@@ -33,7 +33,7 @@ from pipeline import commits, index_build
 from pipeline.commits import ShardCommit
 from pipeline.driver import connect, report, timed, totals
 from pipeline.executor import ShardedStage, Step, run_in_shards
-from pipeline.manifests import check_unique_ids, read_manifest, shard_digests
+from pipeline.manifests import check_unique_ids, read_manifest
 from pipeline.metrics import CROPS_DETECTED, CROPS_EMBEDDED, GARMENTS_SCORED, IMAGES_READ
 from pipeline.sink import SideTable
 from pipeline.stage import AttemptGuard, attempt_ledger, map_actors, map_tasks
@@ -125,14 +125,14 @@ def mine_lookbook(cfg: MineConfig, ledger: ActorHandle) -> tuple[dict[int, Shard
     schema = partial(schemas.crops_of, dtype=cfg.embedder.store_dtype)
     scenes = SideTable(SCENES_DIR, schemas.SCENES, "det_class", SCENE_CLASS)
     stage = ShardedStage(LOOKBOOK, lookbook_steps(cfg), CROPS_DIR, schema, ("image_id", "uri"), scenes)
-    return run_in_shards(stage, manifest, shard_digests(manifest, cfg.work.shards), cfg, ledger)
+    return run_in_shards(stage, manifest, cfg, ledger)
 
 
 def score_garments(cfg: MineConfig, ledger: ActorHandle, index: IndexManifest) -> tuple[dict[int, ShardCommit], int]:
     """Every garment shard is redone when its rows or the index (its crop files) changed."""
     manifest = read_manifest(cfg.garments, "garment_id", ("text",), cfg.work.shards, cfg.storage)
     stage = ShardedStage(GARMENTS, GARMENT_STEPS, SCORED_DIR, schemas.SCORED, GARMENT_IDS)
-    return run_in_shards(stage, manifest, shard_digests(manifest, cfg.work.shards, index.source), cfg, ledger)
+    return run_in_shards(stage, manifest, cfg, ledger, salt=index.source)
 
 
 def main(argv: list[str] | None = None) -> dict:

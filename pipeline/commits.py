@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ from core.storage import StorageConfig, filesystem, join, write_bytes
 
 COMMITS = "_commits"
 RUN = "_run.json"
+WORK = "_work"  # a running stage's input rows by work shard (`manifests.split_shards`)
 
 
 class ConfigChangedError(RuntimeError):
@@ -37,6 +39,12 @@ def shard_dir(base: str, shard: int) -> str:
     return join(base, f"shard={shard:05d}")
 
 
+def part_name(ids: Iterable) -> str:
+    """`part-<digest of the ids>`: the file name of a batch of rows, the same when a retried task
+    writes the same rows again."""
+    return "part-" + hashlib.blake2b("\n".join(map(str, ids)).encode(), digest_size=8).hexdigest()
+
+
 @dataclass
 class ShardCommit:
     """What one committed shard of a stage wrote: row counts, and every file (relative to the
@@ -48,7 +56,7 @@ class ShardCommit:
     by_value: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-    inputs: str = ""  # digest of the shard's input rows (`manifests.shard_digests`)
+    inputs: str = ""  # digest of the shard's input rows (`manifests.split_shards`)
 
     def files_in(self, folder: str) -> list[str]:
         """The shard's files under `folder` (a table, or `quarantine/<stage>`), relative to the output."""

@@ -1,23 +1,27 @@
 """Input manifests as Ray Datasets: Parquet, CSV or JSONL rows of string columns with their work
-shard, and the checks that run before any compute (columns, null and duplicate ids)."""
+shard, the checks that run before any compute (columns, null and duplicate ids), and the split of
+a manifest's rows into a folder per work shard that a stage then reads in shard order."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import ray
 from ray.data import Dataset
 from ray.data.expressions import col
 
 from core.schemas import SHARD
-from core.storage import StorageConfig, filesystem
-from pipeline.commits import shard_of
+from core.storage import StorageConfig, filesystem, join, write_table
+from pipeline.commits import clear, part_name, shard_dir, shard_of
 
 DUPLICATES_SHOWN = 5  # duplicate ids named in a ManifestError
 MANIFEST_FORMATS = (".csv", ".jsonl", ".parquet")
@@ -133,19 +137,34 @@ def _repeated_ids(id_column: str, limit: int, *blocks: pa.Table) -> list[tuple[s
     return [(row["values"], row["counts"]) for row in repeated.to_pylist()]
 
 
-def shard_digests(ds: Dataset, shards: int, salt: str = "") -> list[str]:
-    """Per work shard of a manifest dataset (`read_manifest`), a digest of its rows (every column
-    but the shard, in any order) and of `salt`: what a commit marker records, so that a shard whose
-    input rows changed (rows added, removed or edited) is redone and the others are kept. One
-    streaming pass; each batch sends the driver only a (shards,) XOR of row hashes and counts."""
+@dataclass(frozen=True)
+class ShardInputs:
+    """Per work shard of a manifest (`split_shards`): a digest of its rows, and how many there are."""
+
+    digests: list[str]
+    rows: list[int]
+
+
+def split_shards(ds: Dataset, shards: int, work: str, storage: StorageConfig, salt: str = "") -> ShardInputs:
+    """One streaming pass over a manifest dataset (`read_manifest`) that writes its rows to Parquet
+    under `work/shard=K/`, a folder per work shard (emptied first), for `shard_rows` to read back in
+    shard order with no shuffle; a retried task rewrites the same files (`commits.part_name`).
+
+    Returns per shard its row count and a digest of its rows (every column but the shard, in any
+    order) and of `salt`: what a commit marker records, so that a shard whose input rows changed
+    (rows added, removed or edited) is redone and the others are kept. Each batch sends the driver
+    only a (shards,) XOR of row hashes and counts."""
+    clear(work, storage)
+    kwargs = {"shards": shards, "work": work, "storage": storage}
     xor, rows = np.zeros(shards, np.uint64), np.zeros(shards, np.int64)
-    for part in ds.map_batches(_hashes_by_shard, fn_kwargs={"shards": shards}, batch_format="pyarrow").iter_batches():
+    for part in ds.map_batches(_split_by_shard, fn_kwargs=kwargs, batch_format="pyarrow").iter_batches():
         xor ^= np.bitwise_xor.reduce(part["xor"], axis=0)
         rows += part["rows"].sum(axis=0)
-    return [hashlib.sha256(f"{salt}|{rows[k]}|{xor[k]:016x}".encode()).hexdigest()[:32] for k in range(shards)]
+    digests = [hashlib.sha256(f"{salt}|{rows[k]}|{xor[k]:016x}".encode()).hexdigest()[:32] for k in range(shards)]
+    return ShardInputs(digests, rows.tolist())
 
 
-def _hashes_by_shard(batch: pa.Table, shards: int) -> dict[str, np.ndarray]:
+def _split_by_shard(batch: pa.Table, shards: int, work: str, storage: StorageConfig) -> dict[str, np.ndarray]:
     columns = [c for c in sorted(batch.column_names) if c != SHARD]
     values = zip(*(batch[c].to_pylist() for c in columns))
     hashes = np.array(
@@ -155,4 +174,23 @@ def _hashes_by_shard(batch: pa.Table, shards: int) -> dict[str, np.ndarray]:
     shard = batch[SHARD].to_numpy()
     xor, rows = np.zeros(shards, np.uint64), np.bincount(shard, minlength=shards)
     np.bitwise_xor.at(xor, shard, hashes)
+    order = np.argsort(shard, kind="stable")
+    by_shard, starts = batch.take(order), np.cumsum(rows) - rows
+    name = part_name(batch["image_id"].to_pylist()) + ".parquet"
+    for k in np.flatnonzero(rows).tolist():
+        write_table(by_shard.slice(starts[k], rows[k]), join(shard_dir(work, k), name), storage)
     return {"xor": xor[None, :], "rows": rows[None, :]}
+
+
+def shard_rows(work: str, shards: list[int], storage: StorageConfig) -> Dataset:
+    """The rows that `split_shards` wrote for each of `shards` (each with rows), one read task per
+    shard: in the order given where the execution preserves order."""
+    items = ray.data.from_items([{SHARD: k} for k in shards], override_num_blocks=len(shards) or None)
+    kwargs = {"work": work, "storage": storage}
+    return items.map_batches(_read_shard, fn_kwargs=kwargs, batch_size=1, batch_format="pyarrow")
+
+
+def _read_shard(batch: pa.Table, work: str, storage: StorageConfig) -> pa.Table:
+    fs, path = filesystem(shard_dir(work, batch[SHARD][0].as_py()), storage)
+    files = sorted(f.path for f in fs.get_file_info(pafs.FileSelector(path)) if f.type == pafs.FileType.File)
+    return pa.concat_tables([pq.read_table(f, filesystem=fs, partitioning=None) for f in files])

@@ -22,7 +22,7 @@ from core.tiering import TIERS, UNMATCHED
 from jobs.mine import decode
 from pipeline import tier_passes
 from pipeline.commits import shard_of
-from pipeline.manifests import ManifestError, check_unique_ids, read_manifest
+from pipeline.manifests import ManifestError, check_unique_ids, read_manifest, shard_rows, split_shards
 from pipeline.sink import ShardTables, SplitParquetSink
 from pipeline.stage import AttemptGuard, attempt_ledger, map_actors
 
@@ -72,6 +72,36 @@ def test_a_bad_jsonl_line_is_named_and_an_empty_manifest_flows(local_ray, tmp_pa
     )
     for name in ("empty.jsonl", "e.parquet"):
         assert check_unique_ids(read_manifest(str(tmp_path / name), "image_id", (), 4, STORAGE), "lookbook") == 0
+
+
+def test_split_shards_gives_back_every_row_once_in_the_order_asked(local_ray, tmp_path):
+    """The stage's input (#16: the split replaced a sort of the manifest): rows per work shard, read
+    back in the order given; a rerun rewrites the same files; an earlier run's file is not read; a
+    digest changes only for the shard whose rows changed."""
+    ids = [f"img-{i}" for i in range(300)]
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"image_id": ids, "uri": [f"/x/{i}.jpg" for i in ids]}), path)
+    manifest = read_manifest(str(path), "image_id", (), 4, STORAGE).repartition(3)  # parts from 3 batches a shard
+    work = tmp_path / "work"
+    (work / "shard=00001").mkdir(parents=True)
+    pq.write_table(
+        pa.table({"image_id": ["stale"], "uri": ["/x/stale.jpg"], SHARD: [1]}), work / "shard=00001/old.parquet"
+    )
+    inputs = split_shards(manifest, 4, str(work), STORAGE)
+    assert split_shards(manifest, 4, str(work), STORAGE) == inputs
+    shard = dict(zip(ids, shard_of(np.array(ids, dtype=object), 4).tolist()))
+    assert inputs.rows == np.bincount(list(shard.values()), minlength=4).tolist()
+    order = [3, 0, 1]
+    ds = shard_rows(str(work), order, STORAGE)
+    ds.context.execution_options.preserve_order = True
+    rows = ds.take_all()
+    assert [r[SHARD] for r in rows] == sorted((r[SHARD] for r in rows), key=order.index)
+    assert sorted(r["image_id"] for r in rows) == sorted(i for i in ids if shard[i] in order)
+    assert all(r["uri"] == f"/x/{r['image_id']}.jpg" and r[SHARD] == shard[r["image_id"]] for r in rows)
+    edited = [f"/x/{i}.jpg" if i != "img-7" else "/x/edited.jpg" for i in ids]
+    pq.write_table(pa.table({"image_id": ids, "uri": edited}), path)
+    changed = split_shards(read_manifest(str(path), "image_id", (), 4, STORAGE), 4, str(work), STORAGE)
+    assert [a != b for a, b in zip(changed.digests, inputs.digests)] == [k == shard["img-7"] for k in range(4)]
 
 
 @pytest.mark.parametrize("rows_per_partition", [100_000, 30], ids=["one-task", "group-by"])
