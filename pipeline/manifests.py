@@ -147,8 +147,9 @@ class ShardInputs:
 
 def split_shards(ds: Dataset, shards: int, work: str, storage: StorageConfig, salt: str = "") -> ShardInputs:
     """One streaming pass over a manifest dataset (`read_manifest`) that writes its rows to Parquet
-    under `work/shard=K/`, a folder per work shard (emptied first), for `shard_rows` to read back in
-    shard order with no shuffle; a retried task rewrites the same files (`commits.part_name`).
+    under `work/shard=K/`, a folder per work shard (emptied first) with a file per manifest block,
+    for `shard_rows` to read back in shard order with no shuffle; a retried task rewrites the same
+    files (`commits.part_name`).
 
     Returns per shard its row count and a digest of its rows (every column but the shard, in any
     order) and of `salt`: what a commit marker records, so that a shard whose input rows changed
@@ -193,4 +194,4 @@ def shard_rows(work: str, shards: list[int], storage: StorageConfig) -> Dataset:
 def _read_shard(batch: pa.Table, work: str, storage: StorageConfig) -> pa.Table:
     fs, path = filesystem(shard_dir(work, batch[SHARD][0].as_py()), storage)
     files = sorted(f.path for f in fs.get_file_info(pafs.FileSelector(path)) if f.type == pafs.FileType.File)
-    return pa.concat_tables([pq.read_table(f, filesystem=fs, partitioning=None) for f in files])
+    return pq.read_table(files, filesystem=fs, partitioning=None)
