@@ -20,7 +20,7 @@ from core.storage import StorageConfig, filesystem, join, write_bytes
 
 COMMITS = "_commits"
 RUN = "_run.json"
-WORK = "_work"  # a running stage's input rows by work shard (`manifests.split_shards`)
+WORK = "_work"  # the running stage's input rows by work shard (`manifests.split_shards`); stages run one at a time
 
 
 class ConfigChangedError(RuntimeError):

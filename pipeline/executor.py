@@ -53,14 +53,14 @@ def run_in_shards(
     execution, so each actor pool starts (and loads its models) once per stage.
 
     The manifest is read once, by the pass that splits its rows into a folder per shard under
-    `<output>/_work/<stage>`; the execution reads those folders in shard order with its order kept,
+    `<output>/_work`; the execution reads those folders in shard order with its order kept,
     so the first written block of a later shard tells that every earlier one is complete. Before a
     commit, files in the shard's folders that the commit does not name (an earlier run's, or left
     by a retried write) are deleted. A progress line goes to the log every `progress_interval_s`.
     The work folder is deleted when the call ends. Returns every committed shard of the
     stage and how many this call processed."""
     guard = AttemptGuard(ledger, stage.name, cfg.work.max_attempts)
-    work = join(cfg.output, commits.WORK, stage.name)
+    work = join(cfg.output, commits.WORK)
     inputs = split_shards(manifest, cfg.work.shards, work, cfg.storage, salt)
     committed = commits.committed(cfg.output, stage.name, cfg.work.shards, cfg.storage)
     done = {k: shard for k, shard in committed.items() if shard.inputs == inputs.digests[k]}
