@@ -65,6 +65,7 @@ def clean_run(args, local_ray, tmp_path_factory):
     output = tmp_path_factory.mktemp("clean") / "out"
     summary = mine.main([*args, f"output={output}"])
     assert summary["work_shards"] == {"total": SHARDS, "lookbook_processed": SHARDS, "garments_processed": SHARDS}
+    assert not (output / commits.WORK).exists()  # the stages' split inputs are gone once they end
     return output, summary, pairs(output)
 
 
