@@ -166,8 +166,8 @@ def split_shards(ds: Dataset, shards: int, work: str, storage: StorageConfig, sa
 
 
 def _split_by_shard(batch: pa.Table, shards: int, work: str, storage: StorageConfig) -> dict[str, np.ndarray]:
-    columns = [c for c in sorted(batch.column_names) if c != SHARD]
-    values = zip(*(batch[c].to_pylist() for c in columns))
+    columns = {c: batch[c].to_pylist() for c in sorted(batch.column_names) if c != SHARD}
+    values = zip(*columns.values())
     hashes = np.array(
         [int.from_bytes(hashlib.blake2b("\0".join(v).encode(), digest_size=8).digest(), "big") for v in values],
         dtype=np.uint64,
@@ -177,7 +177,7 @@ def _split_by_shard(batch: pa.Table, shards: int, work: str, storage: StorageCon
     np.bitwise_xor.at(xor, shard, hashes)
     order = np.argsort(shard, kind="stable")
     by_shard, starts = batch.take(order), np.cumsum(rows) - rows
-    name = part_name(batch["image_id"].to_pylist()) + ".parquet"
+    name = part_name(columns["image_id"]) + ".parquet"
     for k in np.flatnonzero(rows).tolist():
         write_table(by_shard.slice(starts[k], rows[k]), join(shard_dir(work, k), name), storage)
     return {"xor": xor[None, :], "rows": rows[None, :]}
