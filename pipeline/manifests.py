@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 from ray.data import Dataset
@@ -193,5 +192,4 @@ def shard_rows(work: str, shards: list[int], storage: StorageConfig) -> Dataset:
 
 def _read_shard(batch: pa.Table, work: str, storage: StorageConfig) -> pa.Table:
     fs, path = filesystem(shard_dir(work, batch[SHARD][0].as_py()), storage)
-    files = sorted(f.path for f in fs.get_file_info(pafs.FileSelector(path)) if f.type == pafs.FileType.File)
-    return pq.read_table(files, filesystem=fs, partitioning=None)
+    return pq.read_table(path, filesystem=fs, partitioning=None)  # every file of the folder, in name order
